@@ -1,0 +1,162 @@
+"""The ``mdgl`` command line: train, resume, info, bench.
+
+Bad input (unknown rule, preset or key, out-of-range values, missing config file, existing output
+folder) exits with status 2 and one line on stderr, before anything is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .config import ConfigError
+from .runs import RunFolder, command_line, pid_alive
+from .train import ResumeError, TrainingError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other bad-input message
+        self.exit(EXIT_USAGE, f"mdgl: error: {message} (see mdgl {self.prog.split()[-1]} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mdgl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a network into a new run folder")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", metavar="FILE", help="TOML config (see runs/configs/)")
+    src.add_argument("--preset", metavar="NAME", help=f"one of {', '.join(config_mod.PRESETS)}")
+    p.add_argument("--rule", help="learning rule (train.rule)")
+    p.add_argument("--seed", help="random seed (run.seed)")
+    p.add_argument("--iterations", help="training iterations (train.iterations)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set network.n_adaptive=30 (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="run folder to create (default runs/<time>-<rule>-s<seed>)")
+    p.add_argument("--device", help="auto, cpu or cuda (run.device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--iterations", type=int, help="new total number of iterations")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("info", help="describe a run folder")
+    p.add_argument("run", metavar="RUN_DIR")
+
+    p = sub.add_parser("bench", help="seconds per iteration and peak RSS of each rule")
+    p.add_argument("--rules", default="bptt,bptt_autograd", help="comma-separated rules")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations per rule")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", default="cpu")
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"mdgl: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import start
+
+    cfg = config_mod.resolve(
+        args.config, args.preset, args.set,
+        {"train.rule": args.rule, "run.seed": args.seed, "train.iterations": args.iterations,
+         "run.device": args.device},
+    )
+    if args.out:
+        out = Path(args.out)
+    else:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{stamp}-{cfg.train.rule}-s{cfg.run.seed}"
+    if out.exists():
+        return _fail(f"output folder {str(out)!r} already exists; choose a new --out")
+    if cfg.run.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail("run.device = 'cuda' but no CUDA device is available; use auto or cpu")
+    run, status = start(cfg, out, command_line(), progress=not args.no_progress)
+    _report(run, status)
+    return 0 if status == "completed" else 130
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .train import resume
+
+    run, status = resume(args.run, args.iterations, progress=not args.no_progress)
+    _report(run, status)
+    return 0 if status == "completed" else 130
+
+
+def _report(run: RunFolder, status: str) -> None:
+    print(f"run {status}: {run.path}")
+    print(f"  inspect it with: mdgl info {run.path}")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    run = RunFolder(args.run)
+    if not run.exists():
+        return _fail(f"{args.run!r} is not a run folder (no run.json)")
+    print(describe(run))
+    return 0
+
+
+def describe(run: RunFolder) -> str:
+    meta = run.meta()
+    status = meta["status"]
+    if status == "running" and not pid_alive(meta.get("pid")):
+        status = "running (no such process: killed? `mdgl resume` continues it)"
+    lines = [
+        f"run       {run.path}",
+        f"status    {status}",
+        f"rule      {meta['rule']}   seed {meta['seed']}   device {meta['device']}",
+        f"progress  {meta['iteration']} / {meta['iterations']} iterations",
+        f"started   {meta['started']}   ended {meta['ended']}",
+        f"git       {meta['git']['commit']}{' (dirty)' if meta['git']['dirty'] else ''}",
+    ]
+    if meta.get("error"):
+        lines.append(f"error     {meta['error']}")
+    rows = run.read_metrics()
+    for split in ("val", "train"):
+        last: dict[str, tuple[int, float]] = {}
+        for r in rows:
+            if r["split"] == split:
+                last[r["name"]] = (r["iteration"], r["value"])
+        if last:
+            it = max(i for i, _ in last.values())
+            text = "  ".join(f"{n}={v:.4g}" for n, (i, v) in last.items() if i == it)
+            lines.append(f"{split:<9} iteration {it}: {text}")
+    ckpts = run.checkpoints()
+    lines.append(f"checkpoints {len(ckpts)}" + (f", latest {ckpts[-1].name}" if ckpts else ""))
+    lines.append(f"metrics   {run.metrics_path} ({len(rows)} rows)")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    return run_benchmark(args)
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "info": cmd_info, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, ResumeError) as err:
+        return _fail(str(err))
+    except TrainingError as err:
+        return _fail(str(err), code=1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", code=130)

@@ -1,0 +1,390 @@
+"""Configuration as frozen dataclasses: presets, TOML files, command-line overrides, validation.
+
+A run's configuration is a :class:`Config` with four sections (``network``, ``task``, ``train``,
+``run``). Every field has the value of the published script (spec section 0) as its default, so
+``Config()`` *is* the ``paper`` preset. Validation happens once, in :func:`validate`, and raises
+:class:`ConfigError` whose message names the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names field, value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The recurrent network of adaptive spiking neurons (spec sections 0, A, B)."""
+
+    n_in: int = 40
+    n_regular: int = 50
+    n_adaptive: int = 50
+    n_out: int = 2
+    exc_fraction: float = 0.8  # n_exc = int(exc_fraction * n) + 1, for inputs and recurrent cells
+    dt: float = 1.0  # ms
+    tau_m: float = 20.0  # ms, membrane
+    tau_out: float = 20.0  # ms, readout filter (the original ties it to tau_m)
+    tau_a: float = 2000.0  # ms, threshold adaptation
+    v_th: float = 0.01
+    beta: float = 1.8  # adaptation strength of the adaptive neurons
+    gamma: float = 0.3  # pseudo-derivative dampening
+    n_ref: int = 5  # refractory steps
+    p_in: float = 0.1
+    p_rec: float = 0.1
+    p_out: float = 0.1
+
+    @property
+    def n_rec(self) -> int:
+        return self.n_regular + self.n_adaptive
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The evidence-accumulation task (spec section F)."""
+
+    n_cues: int = 7
+    cue_ms: int = 100
+    gap_ms: int = 50
+    delay_ms: int = 850
+    recall_ms: int = 150
+    cue_rate_hz: float = 40.0
+    noise_rate_hz: float = 10.0
+
+    def n_steps(self, dt: float = 1.0) -> int:
+        """Trial length T in steps: cues and gaps, the delay after the last cue, the recall."""
+        ms = self.n_cues * self.cue_ms + (self.n_cues - 1) * self.gap_ms
+        return int(round((ms + self.delay_ms + self.recall_ms) / dt))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Rule, optimiser, constraints and schedule (spec section E)."""
+
+    rule: str = "bptt"
+    iterations: int = 2000
+    batch: int = 64
+    val_batch: int = 64
+    val_every: int = 10
+    lr: float = 0.0025
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    l1: float = 0.01
+    reconnect_eps: float = 1e-12
+    lr_decay: float = 0.8
+    lr_decay_every: int = 200000
+    reg_rate: float = 0.0  # firing-rate regulariser coefficient (0.1 in the saved Fig. 3C runs)
+    reg_target_hz: float = 10.0
+    compare_every: int = 0  # same-batch gradient alignment with BPTT every k iterations (0: off)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Seed, device, precision and bookkeeping."""
+
+    seed: int = 1
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int = 1
+    checkpoint_every: int = 50
+
+
+@dataclass(frozen=True)
+class Config:
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def n_steps(self) -> int:
+        return self.task.n_steps(self.network.dt)
+
+
+SECTIONS: dict[str, type] = {
+    "network": NetworkConfig,
+    "task": TaskConfig,
+    "train": TrainConfig,
+    "run": RunConfig,
+}
+
+PRESETS: dict[str, Config] = {
+    # The published script (MAIN), every default as in spec table 0.
+    "paper": Config(),
+    # A few minutes on a laptop CPU: a shorter trial and a smaller batch, same network.
+    "demo": Config(
+        task=TaskConfig(cue_ms=50, gap_ms=25, delay_ms=200, recall_ms=100),
+        train=TrainConfig(iterations=300, batch=32, val_batch=32, val_every=10),
+        run=RunConfig(checkpoint_every=50),
+    ),
+}
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "float64")
+
+
+# ------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field; return ``cfg`` unchanged or raise :class:`ConfigError`."""
+    for section, cls in SECTIONS.items():
+        sub = getattr(cfg, section)
+        for f in fields(cls):
+            value = getattr(sub, f.name)
+            key = f"{section}.{f.name}"
+            if f.type in ("int", int):
+                _check(
+                    isinstance(value, int) and not isinstance(value, bool), key, value, "an integer"
+                )
+            elif f.type in ("float", float):
+                _check(
+                    isinstance(value, int | float)
+                    and not isinstance(value, bool)
+                    and math.isfinite(value),
+                    key,
+                    value,
+                    "a finite number",
+                )
+    net, task, train, run = cfg.network, cfg.task, cfg.train, cfg.run
+    positive_int = "an integer >= 1"
+    for key, value in [
+        ("network.n_in", net.n_in),
+        ("network.n_out", net.n_out),
+        ("task.n_cues", task.n_cues),
+        ("task.cue_ms", task.cue_ms),
+        ("task.recall_ms", task.recall_ms),
+        ("train.batch", train.batch),
+        ("train.val_batch", train.val_batch),
+        ("train.val_every", train.val_every),
+        ("train.lr_decay_every", train.lr_decay_every),
+        ("run.threads", run.threads),
+        ("run.checkpoint_every", run.checkpoint_every),
+    ]:
+        _check(value >= 1, key, value, positive_int)
+    for key, value in [
+        ("network.n_regular", net.n_regular),
+        ("network.n_adaptive", net.n_adaptive),
+        ("network.n_ref", net.n_ref),
+        ("task.gap_ms", task.gap_ms),
+        ("task.delay_ms", task.delay_ms),
+        ("train.iterations", train.iterations),
+        ("train.compare_every", train.compare_every),
+    ]:
+        _check(value >= 0, key, value, "an integer >= 0")
+    _check(net.n_rec >= 2, "network.n_regular", net.n_regular, "n_regular + n_adaptive >= 2")
+    for key, value in [
+        ("network.dt", net.dt),
+        ("network.tau_m", net.tau_m),
+        ("network.tau_out", net.tau_out),
+        ("network.tau_a", net.tau_a),
+        ("network.v_th", net.v_th),
+        ("train.lr", train.lr),
+        ("train.adam_eps", train.adam_eps),
+        ("train.reconnect_eps", train.reconnect_eps),
+    ]:
+        _check(value > 0, key, value, "a number > 0")
+    for key, value in [
+        ("network.beta", net.beta),
+        ("network.gamma", net.gamma),
+        ("task.cue_rate_hz", task.cue_rate_hz),
+        ("task.noise_rate_hz", task.noise_rate_hz),
+        ("train.l1", train.l1),
+        ("train.reg_rate", train.reg_rate),
+        ("train.reg_target_hz", train.reg_target_hz),
+    ]:
+        _check(value >= 0, key, value, "a number >= 0")
+    for key, value in [
+        ("network.p_in", net.p_in),
+        ("network.p_rec", net.p_rec),
+        ("network.p_out", net.p_out),
+        ("train.adam_beta1", train.adam_beta1),
+        ("train.adam_beta2", train.adam_beta2),
+        ("train.lr_decay", train.lr_decay),
+    ]:
+        _check(0 <= value <= 1, key, value, "a number in [0, 1]")
+    _check(
+        0 < net.exc_fraction < 1, "network.exc_fraction", net.exc_fraction, "a number in (0, 1)"
+    )
+    for key, n in [("network.n_in", net.n_in), ("network.n_regular", net.n_rec)]:
+        n_exc = int(net.exc_fraction * n) + 1
+        _check(
+            1 <= n_exc < n,
+            key,
+            n,
+            f"with exc_fraction {net.exc_fraction} this population of {n} needs at least one "
+            "excitatory and one inhibitory cell",
+        )
+    _check(
+        net.n_in == 4 * (net.n_in // 4),
+        "network.n_in",
+        net.n_in,
+        "a multiple of 4 (left, right, recall and noise populations of equal size)",
+    )
+    for key, rate in [
+        ("task.cue_rate_hz", task.cue_rate_hz),
+        ("task.noise_rate_hz", task.noise_rate_hz),
+    ]:
+        _check(rate * net.dt / 1000 <= 1, key, rate, f"at most {1000 / net.dt:g} Hz at this dt")
+    patterns = 2**task.n_cues
+    for key, value in [("train.batch", train.batch), ("train.val_batch", train.val_batch)]:
+        _check(
+            value <= patterns,
+            key,
+            value,
+            f"at most {patterns} trials (distinct cue patterns of {task.n_cues} cues)",
+        )
+    from .rules import RULES  # the registry imports the model, which imports this module
+
+    _check(train.rule in RULES, "train.rule", train.rule, f"one of {', '.join(RULES)}")
+    _check(run.device in DEVICES, "run.device", run.device, f"one of {', '.join(DEVICES)}")
+    _check(run.dtype in DTYPES, "run.dtype", run.dtype, f"one of {', '.join(DTYPES)}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# dicts, TOML, overrides
+
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
+    """Build a validated config from nested dicts; unknown sections or keys are errors."""
+    cfg = base or Config()
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs")
+        for key, value in values.items():
+            cfg = set_value(cfg, f"{section}.{key}", value)
+    return validate(cfg)
+
+
+def set_value(cfg: Config, key: str, value: Any) -> Config:
+    """Return ``cfg`` with ``section.field`` set; a string ``value`` is parsed to the field type."""
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        raise ConfigError(
+            f"unknown config key {key!r}; keys are SECTION.FIELD with SECTION one of "
+            f"{', '.join(SECTIONS)}"
+        )
+    cls = SECTIONS[section]
+    types = {f.name: f.type for f in fields(cls)}
+    if name not in types:
+        raise ConfigError(
+            f"unknown config key {key!r}; fields of [{section}]: {', '.join(types)}"
+        )
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(types[name])]
+    value = _coerce(key, value, kind)
+    return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is int:
+                number = float(text)
+                if not number.is_integer():
+                    raise ValueError
+                return int(number)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            raise ConfigError(
+                f"{key} = {value!r} is not allowed: {'an integer' if kind is int else 'a number'}"
+            ) from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    expected = {int: "an integer", float: "a number", str: "a string"}[kind]
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float:
+        ok = isinstance(value, float)
+    _check(ok, key, value, expected)
+    return value
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. network.n_adaptive=30")
+    return key.strip(), value
+
+
+def load(path: str | Path, base: Config | None = None) -> Config:
+    """Read a TOML config file (sections as in :class:`Config`; missing fields keep ``base``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    return from_dict(data, base, source=str(path))
+
+
+def dumps(cfg: Config) -> str:
+    """The config as TOML (flat sections of scalars), readable back by :func:`load`."""
+    lines: list[str] = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_scalar(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def resolve(
+    config_file: str | None = None,
+    preset_name: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    shortcuts: dict[str, Any] | None = None,
+) -> Config:
+    """Preset or file, then ``--set`` overrides, then CLI shortcuts (``train.rule=...``)."""
+    if config_file and preset_name:
+        raise ConfigError("give either --config FILE or --preset NAME, not both")
+    cfg = load(config_file) if config_file else preset(preset_name or "paper")
+    for text in overrides:
+        key, value = parse_override(text)
+        cfg = set_value(cfg, key, value)
+    for key, value in (shortcuts or {}).items():
+        if value is not None:
+            cfg = set_value(cfg, key, value)
+    return validate(cfg)

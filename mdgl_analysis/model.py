@@ -1,0 +1,132 @@
+"""The network as trainable magnitudes and fixed signs (spec B.2), and one forward pass.
+
+:class:`SpikingNetwork` is a thin ``nn.Module`` owning the parameters (``theta_*``, ``b_out``) and
+buffers (signs, initial masks, cell types); the dynamics live in :mod:`.neuron` and the readout
+in :mod:`.readout`. Effective weights are ``W = sign * theta`` where ``theta > 0`` and 0 elsewhere,
+with the W_rec diagonal forced to zero.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .connectivity import Connectivity, connection_budget, initial_connectivity
+from .neuron import ALIFParams, Trajectory, rollout
+from .readout import Readout, learning_signal, readout
+
+MATRICES = ("in", "rec", "out")
+
+
+class Weights(NamedTuple):
+    """Effective weights: w_in ``[neuron, input]``, w_rec ``[neuron, neuron]`` (post, pre),
+    w_out ``[output, neuron]``, b_out ``[output]``."""
+
+    w_in: Tensor
+    w_rec: Tensor
+    w_out: Tensor
+    b_out: Tensor
+
+
+class Gradients(NamedTuple):
+    """dE/dW for the effective weights, shaped like :class:`Weights` (dense: non-existing synapses
+    carry the "virtual" gradient the optimiser sees, spec E.1; W_rec diagonal zero)."""
+
+    w_in: Tensor
+    w_rec: Tensor
+    w_out: Tensor
+    b_out: Tensor
+
+
+class Snapshot(NamedTuple):
+    """What a learning rule needs besides the forward pass: weights, constants, cell types."""
+
+    weights: Weights
+    params: ALIFParams
+    inhibitory: Tensor  # bool [neuron]
+
+
+class Forward(NamedTuple):
+    """Pass 1 of an iteration: inputs, trajectory, readout and learning signal.
+
+    Attributes:
+        x: ``[time, batch, input]``; target: ``[batch]``; traj: the :class:`Trajectory`;
+        ro: the :class:`Readout`; signal: ``[time, batch, neuron]`` learning signal L = dE/dz.
+    """
+
+    x: Tensor
+    target: Tensor
+    traj: Trajectory
+    ro: Readout
+    signal: Tensor
+
+
+def effective(theta: Tensor, sign: Tensor) -> Tensor:
+    """W = sign * theta where theta > 0, else 0 (spec B.2)."""
+    return torch.where(theta > 0, sign * theta, torch.zeros_like(theta))
+
+
+class SpikingNetwork(nn.Module):
+    """Parameters ``theta_in [neuron, input]``, ``theta_rec [neuron, neuron]``,
+    ``theta_out [output, neuron]``, ``b_out [output]``; signs and initial masks as buffers."""
+
+    def __init__(self, cfg: Config, gen: torch.Generator, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.cfg = cfg
+        conn: Connectivity = initial_connectivity(cfg.network, gen)
+        for m in MATRICES:
+            theta = getattr(conn, f"theta_{m}")
+            self.register_parameter(f"theta_{m}", nn.Parameter(theta.to(dtype)))
+            self.register_buffer(f"sign_{m}", getattr(conn, f"sign_{m}").to(dtype))
+            self.register_buffer(f"init_{m}", theta > 0)
+        self.b_out = nn.Parameter(torch.zeros(cfg.network.n_out, dtype=dtype))
+        self.register_buffer("inhibitory", conn.inhibitory)
+        self.register_buffer("adaptive", conn.adaptive)
+        self.register_buffer("input_inhibitory", conn.input_inhibitory)
+        self.register_buffer("offdiag", ~torch.eye(cfg.network.n_rec, dtype=torch.bool))
+        self.budget = connection_budget(cfg.network)
+
+    @property
+    def params(self) -> ALIFParams:
+        p = ALIFParams.from_config(self.cfg.network, self.adaptive.cpu())
+        return p.to(self.b_out.device, self.b_out.dtype)
+
+    def weights(self) -> Weights:
+        w_rec = effective(self.theta_rec, self.sign_rec) * self.offdiag
+        return Weights(
+            effective(self.theta_in, self.sign_in),
+            w_rec,
+            effective(self.theta_out, self.sign_out),
+            self.b_out,
+        )
+
+    def snapshot(self) -> Snapshot:
+        with torch.no_grad():
+            w = Weights(*(t.detach() for t in self.weights()))
+        return Snapshot(w, self.params, self.inhibitory)
+
+    def connected(self) -> dict[str, int]:
+        """Connection count per matrix (theta > 0; the W_rec diagonal never counts)."""
+        with torch.no_grad():
+            return {
+                "in": int((self.theta_in > 0).sum()),
+                "rec": int(((self.theta_rec > 0) & self.offdiag).sum()),
+                "out": int((self.theta_out > 0).sum()),
+            }
+
+
+def forward(snap: Snapshot, x: Tensor, target: Tensor, cfg: Config) -> Forward:
+    """Pass 1 without autograd: rollout, readout, loss and learning signal."""
+    p, w = snap.params, snap.weights
+    net, train = cfg.network, cfg.train
+    reg_target = train.reg_target_hz / 1000.0
+    with torch.no_grad():
+        traj = rollout(x, w.w_in, w.w_rec, p)
+        ro = readout(traj.z, w.w_out, w.b_out, target, p.kappa, net.dt, train.reg_rate, reg_target)
+        signal = learning_signal(
+            ro, w.w_out, x.shape[0], p.kappa, net.dt, train.reg_rate, reg_target
+        )
+    return Forward(x, target, traj, ro, signal)

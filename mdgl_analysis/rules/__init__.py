@@ -1,0 +1,26 @@
+"""Learning rules by name. A rule is a pure function ``rule(snapshot, forward) -> Gradients``.
+
+It returns dE/dW for the effective weights (shaped like the parameters, no autograd graph); the
+training loop turns them into optimiser steps. Readout weights always get their exact gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..model import Forward, Gradients, Snapshot
+from .bptt import bptt
+
+Rule = Callable[[Snapshot, Forward], Gradients]
+
+RULES: dict[str, Rule] = {
+    "bptt": bptt,
+}
+
+
+def get_rule(name: str) -> Rule:
+    """Look a rule up by name; the error lists the known names."""
+    try:
+        return RULES[name]
+    except KeyError:
+        raise KeyError(f"unknown rule {name!r}; rules: {', '.join(RULES)}") from None

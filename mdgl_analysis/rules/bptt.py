@@ -1,0 +1,44 @@
+"""Exact BPTT (spec D.1): the hand-written adjoint, and plain autograd as its reference."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..model import Forward, Gradients, Snapshot
+from ..neuron import rollout
+from ..readout import readout, readout_gradients
+from .adjoint import adjoint, synaptic_gradients
+
+
+def bptt(snap: Snapshot, fwd: Forward) -> Gradients:
+    """Exact gradient of the loss through the whole unrolled network, by the adjoint recursion."""
+    lam, _ = adjoint(fwd.signal, fwd.traj.psi, snap.params, snap.weights.w_rec)
+    g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
+    g_out, g_b = readout_gradients(fwd.ro)
+    return Gradients(g_in, g_rec, g_out, g_b)
+
+
+def bptt_credit(snap: Snapshot, fwd: Forward) -> tuple[Tensor, Tensor]:
+    """Per-step BPTT quantities ``(dE/dI, L_tot)``, each ``[time, batch, neuron]`` (spec I.3)."""
+    lam, total = adjoint(fwd.signal, fwd.traj.psi, snap.params, snap.weights.w_rec)
+    assert total is not None
+    return lam, total
+
+
+def bptt_autograd(
+    snap: Snapshot, x: Tensor, target: Tensor, reg_rate: float = 0.0, reg_target: float = 0.01,
+    dt: float = 1.0,
+) -> Gradients:
+    """Reference BPTT: autograd through :func:`~mdgl_analysis.neuron.rollout` with the surrogate
+    spike function. Slow and memory-hungry; used as the oracle in tests and the baseline in the
+    benchmark."""
+    p = snap.params
+    leaves = [t.detach().clone().requires_grad_(True) for t in snap.weights]
+    w_in, w_rec, w_out, b_out = leaves
+    with torch.enable_grad():
+        traj = rollout(x, w_in, w_rec * (1 - torch.eye(w_rec.shape[0], dtype=w_rec.dtype,
+                                                          device=w_rec.device)), p)
+        ro = readout(traj.z, w_out, b_out, target, p.kappa, dt, reg_rate, reg_target)
+        grads = torch.autograd.grad(ro.loss + ro.reg, leaves)
+    return Gradients(*grads)

@@ -1,0 +1,209 @@
+"""A run is a folder (design section 4): resolved config, run.json, metrics.csv, checkpoints/.
+
+Everything here writes atomically (temporary file in the same folder, fsync, ``os.replace``), so a
+run killed at any moment leaves every file either in its old or its new complete state.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import config as config_mod
+from .config import Config
+
+CONFIG = "config.toml"
+RUN_JSON = "run.json"
+METRICS = "metrics.csv"
+CHECKPOINTS = "checkpoints"
+METRICS_HEADER = ("iteration", "split", "name", "value")
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def git_info() -> dict[str, Any]:
+    """Commit and dirty flag of the source tree this package runs from (None outside git)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip() != ""
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "mdgl_analysis": __version__}
+    for name in ("numpy", "h5py", "xarray", "dask"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return out
+
+
+class RunFolder:
+    """Paths and atomic writers of one run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / CONFIG)
+    json_path = property(lambda self: self.path / RUN_JSON)
+    metrics_path = property(lambda self: self.path / METRICS)
+    checkpoint_dir = property(lambda self: self.path / CHECKPOINTS)
+
+    # -- creation and metadata ---------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, cfg: Config, command: list[str], device: str) -> RunFolder:
+        """Make the folder (its parent may exist, the folder itself must not)."""
+        run = cls(path)
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        run.path.mkdir()
+        run.checkpoint_dir.mkdir()
+        run.write_config(cfg)
+        atomic_write(run.metrics_path, ",".join(METRICS_HEADER) + "\n")
+        run.write_meta(
+            {
+                "id": run.path.name,
+                "status": "running",
+                "created": now(),
+                "started": now(),
+                "ended": None,
+                "iteration": 0,
+                "iterations": cfg.train.iterations,
+                "rule": cfg.train.rule,
+                "seed": cfg.run.seed,
+                "device": device,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "command": command,
+                "git": git_info(),
+                "versions": versions(),
+                "error": None,
+                "resumed": [],
+            }
+        )
+        return run
+
+    def exists(self) -> bool:
+        return self.json_path.is_file() and self.config_path.is_file()
+
+    def write_config(self, cfg: Config) -> None:
+        atomic_write(self.config_path, config_mod.dumps(cfg))
+
+    def config(self) -> Config:
+        return config_mod.load(self.config_path)
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads(self.json_path.read_text())
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write(self.json_path, json.dumps(meta, indent=2) + "\n")
+
+    def update_meta(self, **changes: Any) -> dict[str, Any]:
+        meta = self.meta()
+        meta.update(changes)
+        self.write_meta(meta)
+        return meta
+
+    # -- metrics -----------------------------------------------------------------------------
+    def append_metrics(self, rows: Iterable[tuple[int, str, str, float]]) -> None:
+        """Append rows ``(iteration, split, name, value)`` and flush them to disk."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(
+            (it, split, name, repr(float(value))) for it, split, name, value in rows
+        )
+        with open(self.metrics_path, "a") as f:
+            f.write(buf.getvalue())
+            f.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        with open(self.metrics_path, newline="") as f:
+            return [
+                {**row, "iteration": int(row["iteration"]), "value": float(row["value"])}
+                for row in csv.DictReader(f)
+            ]
+
+    def truncate_metrics(self, before: int) -> None:
+        """Keep only rows with ``iteration < before`` (rows newer than a checkpoint)."""
+        with open(self.metrics_path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        keep = [lines[0]] + [
+            line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) < before
+        ]
+        atomic_write(self.metrics_path, "".join(keep))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint_path(self, iteration: int) -> Path:
+        return self.checkpoint_dir / f"ckpt_{iteration:06d}.pt"
+
+    def save_checkpoint(self, state: dict[str, Any]) -> Path:
+        path = self.checkpoint_path(state["iteration"])
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(path, buf.getvalue())
+        return path
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.checkpoint_dir.glob("ckpt_*.pt"))
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete ``*.tmp`` files left by a killed writer; return what was deleted."""
+        removed = []
+        for tmp in self.path.rglob("*.tmp"):
+            tmp.unlink()
+            removed.append(tmp)
+        return removed
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -1,0 +1,255 @@
+"""The training loop (spec E, F): validation, rule, optimiser, metrics, checkpoints, resume.
+
+One iteration k: validate on a fresh batch when ``k % val_every == 0`` (before the step, as the
+original), draw a training batch, pass 1 (:func:`~mdgl_analysis.model.forward`), the rule's
+gradients, the constrained Adam step, metrics. After the last step a final validation runs on the
+final weights. Checkpoints hold the state *after* k steps, taken before any validation of
+iteration k, so resuming from one replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from . import runtime
+from .config import Config
+from .model import SpikingNetwork, forward
+from .optim import TFAdam, apply_update
+from .rules import get_rule
+from .runs import RunFolder, now, pid_alive
+from .task import sample
+
+GENERATORS = ("task", "val", "rewire")
+
+
+class TrainingError(RuntimeError):
+    """A run stopped with an error; the run folder says ``failed`` and keeps its checkpoints."""
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """Independent 63-bit seed of the named random stream of a run."""
+    digest = hashlib.sha256(f"mdgl-analysis:{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def dtype_of(cfg: Config) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[cfg.run.dtype]
+
+
+class Trainer:
+    """Owns the network, optimiser and random streams of one run."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.dtype = dtype_of(cfg)
+        self.net = SpikingNetwork(
+            cfg, torch.Generator().manual_seed(stream_seed(cfg.run.seed, "init")), self.dtype
+        ).to(device)
+        t = cfg.train
+        self.opt = TFAdam(
+            self.net.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
+        )
+        self.gens = {n: torch.Generator().manual_seed(stream_seed(cfg.run.seed, n)) for n in GENERATORS}
+        self.rule = get_rule(t.rule)
+        self.iteration = 0
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "iteration": self.iteration,
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "generators": {n: g.get_state() for n, g in self.gens.items()},
+            "rng": rng,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.iteration = state["iteration"]
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        for n, g in self.gens.items():
+            g.set_state(state["generators"][n])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    # -- one iteration -----------------------------------------------------------------------
+    def batch(self, stream: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        nc = self.cfg.network
+        b = sample(self.cfg.task, nc.n_in, size, self.gens[stream], nc.dt)
+        return b.x.to(self.device, self.dtype), b.target.to(self.device)
+
+    def validate(self) -> list[tuple[int, str, str, float]]:
+        x, target = self.batch("val", self.cfg.train.val_batch)
+        fwd = forward(self.net.snapshot(), x, target, self.cfg)
+        return self._rows("val", fwd)
+
+    def _rows(self, split: str, fwd) -> list[tuple[int, str, str, float]]:
+        ro, k = fwd.ro, self.iteration
+        rows = [
+            (k, split, "loss", ro.loss.item()),
+            (k, split, "accuracy", ro.accuracy.item()),
+            (k, split, "rate_hz", ro.rate.mean().item() * 1000.0 / self.cfg.network.dt),
+        ]
+        if self.cfg.train.reg_rate:
+            rows.append((k, split, "reg", ro.reg.item()))
+        return rows
+
+    def step(self) -> list[tuple[int, str, str, float]]:
+        """One training step on a fresh batch; returns its metric rows."""
+        t = self.cfg.train
+        k = self.iteration
+        if k > 1 and k % t.lr_decay_every == 0:
+            for group in self.opt.param_groups:
+                group["lr"] *= t.lr_decay
+        x, target = self.batch("task", t.batch)
+        snap = self.net.snapshot()
+        fwd = forward(snap, x, target, self.cfg)
+        grads = self.rule(snap, fwd)
+        apply_update(self.net, self.opt, grads, t, self.gens["rewire"])
+        rows = self._rows("train", fwd)
+        rows += [(k, "train", f"n_conn_{m}", c) for m, c in self.net.connected().items()]
+        rows.append((k, "train", "lr", self.opt.param_groups[0]["lr"]))
+        self.iteration += 1
+        return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# running a folder
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current iteration (then checkpoint)."""
+
+    def __init__(self):
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str:
+    """Train until ``cfg.train.iterations``, writing metrics and checkpoints into ``run``.
+
+    Returns the final status (``completed`` or ``interrupted``); raises :class:`TrainingError`
+    after marking the run ``failed``.
+    """
+    cfg = trainer.cfg
+    total = cfg.train.iterations
+    bar = tqdm(total=total, initial=trainer.iteration, disable=not progress, unit="it",
+               dynamic_ncols=True)
+    status = "completed"
+    try:
+        with _StopFlag() as flag:
+            while trainer.iteration < total:
+                rows = []
+                if trainer.iteration % cfg.train.val_every == 0:
+                    rows += trainer.validate()
+                rows += trainer.step()
+                run.append_metrics(rows)
+                done = trainer.iteration
+                if done % cfg.run.checkpoint_every == 0 or done == total or flag.stop:
+                    run.save_checkpoint(trainer.state())
+                    run.update_meta(iteration=done)
+                metric = {(s, n): v for _, s, n, v in rows}
+                bar.set_postfix(loss=f"{metric['train', 'loss']:.3f}",
+                                acc=f"{metric['train', 'accuracy']:.2f}", refresh=False)
+                bar.update(1)
+                if flag.stop and done < total:
+                    status = "interrupted"
+                    break
+            if status == "completed":
+                if not run.checkpoint_path(trainer.iteration).exists():
+                    run.save_checkpoint(trainer.state())
+                run.append_metrics(trainer.validate())
+    except Exception as err:
+        bar.close()
+        run.update_meta(status="failed", ended=now(), error="".join(
+            traceback.format_exception_only(type(err), err)).strip())
+        raise TrainingError(f"run {run.path} failed: {err}") from err
+    bar.close()
+    run.update_meta(status=status, ended=now(), iteration=trainer.iteration)
+    return status
+
+
+def start(
+    cfg: Config, out: str | Path, command: list[str], progress: bool = True
+) -> tuple[RunFolder, str]:
+    """Create a run folder for ``cfg`` at ``out`` and train. The folder must not exist."""
+    runtime.configure(cfg.run.threads)
+    device = runtime.resolve_device(cfg.run.device)
+    trainer = Trainer(cfg, device)
+    run = RunFolder.create(out, cfg, command, str(device))
+    return run, run_training(run, trainer, progress)
+
+
+class ResumeError(RuntimeError):
+    """The folder cannot be resumed (not a run, still running, no checkpoint)."""
+
+
+def resume(
+    path: str | Path, iterations: int | None = None, progress: bool = True
+) -> tuple[RunFolder, str]:
+    """Continue a killed, interrupted, failed or finished run from its latest checkpoint.
+
+    Metrics newer than that checkpoint are dropped, so the result is bit-identical to an
+    uninterrupted run with the same seed. ``iterations`` extends (or sets) the total.
+    """
+    run = RunFolder(path)
+    if not run.exists():
+        raise ResumeError(f"{str(path)!r} is not a run folder (no {run.json_path.name})")
+    meta = run.meta()
+    if meta["status"] == "running" and pid_alive(meta.get("pid")) and meta.get("host") == socket.gethostname():
+        raise ResumeError(f"run {str(path)!r} is still running (pid {meta['pid']})")
+    ckpt = run.latest_checkpoint()
+    if ckpt is None:
+        raise ResumeError(f"run {str(path)!r} has no checkpoint to resume from")
+    cfg = run.config()
+    if iterations is not None:
+        if iterations < 1:
+            raise ResumeError(f"--iterations {iterations} is not allowed: an integer >= 1")
+        cfg = replace(cfg, train=replace(cfg.train, iterations=iterations))
+    runtime.configure(cfg.run.threads)
+    device = runtime.resolve_device(cfg.run.device)
+    trainer = Trainer(cfg, device)
+    trainer.load_state(torch.load(ckpt, map_location=device, weights_only=False))
+    if trainer.iteration > cfg.train.iterations:
+        raise ResumeError(
+            f"--iterations {cfg.train.iterations} is below the checkpoint's iteration "
+            f"{trainer.iteration}"
+        )
+    run.remove_leftovers()
+    for newer in run.checkpoints():
+        if newer != ckpt and newer.name > ckpt.name:
+            newer.unlink()
+    run.truncate_metrics(before=trainer.iteration)
+    run.write_config(cfg)
+    run.update_meta(
+        status="running", ended=None, error=None, pid=os.getpid(), host=socket.gethostname(), device=str(device),
+        iterations=cfg.train.iterations,
+        resumed=meta.get("resumed", []) + [{"at": now(), "from_iteration": trainer.iteration}],
+    )
+    return run, run_training(run, trainer, progress)
