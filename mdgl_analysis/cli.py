@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from .config import ConfigError
-from .runs import RunFolder, command_line, pid_alive
+from .runs import RunFolder, RunFolderError, command_line, pid_alive
 from .train import ResumeError, TrainingError
 
 EXIT_USAGE = 2
@@ -21,7 +21,9 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, like every other bad-input message
-        self.exit(EXIT_USAGE, f"mdgl: error: {message} (see mdgl {self.prog.split()[-1]} --help)\n")
+        command = " ".join(self.prog.split()[1:2])
+        hint = f"mdgl {command} --help" if command else "mdgl --help"
+        self.exit(EXIT_USAGE, f"mdgl: error: {message} (see {hint})\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", help="learning rule (train.rule)")
     p.add_argument("--seed", help="random seed (run.seed)")
     p.add_argument("--iterations", help="training iterations (train.iterations)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set network.n_adaptive=30 (repeatable)")
-    p.add_argument("--out", metavar="DIR", help="run folder to create (default runs/<time>-<rule>-s<seed>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set network.n_adaptive=30 (repeatable)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="run folder to create (default runs/<time>-<rule>-s<seed>)"
+    )
     p.add_argument("--device", help="auto, cpu or cuda (run.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -68,9 +77,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import start
 
     cfg = config_mod.resolve(
-        args.config, args.preset, args.set,
-        {"train.rule": args.rule, "run.seed": args.seed, "train.iterations": args.iterations,
-         "run.device": args.device},
+        args.config,
+        args.preset,
+        args.set,
+        {
+            "train.rule": args.rule,
+            "run.seed": args.seed,
+            "train.iterations": args.iterations,
+            "run.device": args.device,
+        },
     )
     if args.out:
         out = Path(args.out)
@@ -79,6 +94,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path("runs") / f"{stamp}-{cfg.train.rule}-s{cfg.run.seed}"
     if out.exists():
         return _fail(f"output folder {str(out)!r} already exists; choose a new --out")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return _fail(f"cannot create {str(out)!r}: {str(blocking)!r} is a file, not a folder")
     if cfg.run.device == "cuda":
         import torch
 
@@ -154,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ResumeError) as err:
+    except (ConfigError, ResumeError, RunFolderError) as err:
         return _fail(str(err))
     except TrainingError as err:
         return _fail(str(err), code=1)
+    except OSError as err:  # unwritable folder, full disk: say so in one line
+        return _fail(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "), code=1)
     except KeyboardInterrupt:
         return _fail("interrupted", code=130)

@@ -217,9 +217,7 @@ def validate(cfg: Config) -> Config:
         ("train.lr_decay", train.lr_decay),
     ]:
         _check(0 <= value <= 1, key, value, "a number in [0, 1]")
-    _check(
-        0 < net.exc_fraction < 1, "network.exc_fraction", net.exc_fraction, "a number in (0, 1)"
-    )
+    _check(0 < net.exc_fraction < 1, "network.exc_fraction", net.exc_fraction, "a number in (0, 1)")
     for key, n in [("network.n_in", net.n_in), ("network.n_regular", net.n_rec)]:
         n_exc = int(net.exc_fraction * n) + 1
         _check(
@@ -290,9 +288,7 @@ def set_value(cfg: Config, key: str, value: Any) -> Config:
     cls = SECTIONS[section]
     types = {f.name: f.type for f in fields(cls)}
     if name not in types:
-        raise ConfigError(
-            f"unknown config key {key!r}; fields of [{section}]: {', '.join(types)}"
-        )
+        raise ConfigError(f"unknown config key {key!r}; fields of [{section}]: {', '.join(types)}")
     kind = {"int": int, "float": float, "str": str, "bool": bool}[str(types[name])]
     value = _coerce(key, value, kind)
     return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
@@ -339,7 +335,7 @@ def load(path: str | Path, base: Config | None = None) -> Config:
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
     return from_dict(data, base, source=str(path))
 

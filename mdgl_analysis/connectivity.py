@@ -66,10 +66,8 @@ def balanced_magnitudes(sign: Tensor, n_post: int, gen: torch.Generator) -> Tens
     theta = w.abs()
     # spectral radius one
     theta /= torch.linalg.eigvals(sign[:, None] * theta).abs().max()
-    if n < n_post:
-        cols = torch.randint(n, (n_post,), generator=gen)
-    else:
-        cols = torch.arange(n_post)
+    # W_in (n < n_post): columns drawn with replacement; otherwise the first n_post columns
+    cols = torch.randint(n, (n_post,), generator=gen) if n < n_post else torch.arange(n_post)
     return theta[:, cols]
 
 
@@ -80,7 +78,7 @@ class Connectivity(NamedTuple):
         theta_in, theta_rec, theta_out: magnitudes ``[neuron, input]``, ``[neuron, neuron]``,
             ``[output, neuron]``; zero where there is no synapse.
         sign_in, sign_rec, sign_out: signs of the same shapes (sign of the presynaptic cell).
-        inhibitory: bool ``[neuron]``; adaptive: bool ``[neuron]``; input_inhibitory: bool ``[input]``.
+        inhibitory, adaptive: bool ``[neuron]``; input_inhibitory: bool ``[input]``.
     """
 
     theta_in: Tensor
@@ -131,6 +129,4 @@ def initial_connectivity(cfg: NetworkConfig, gen: torch.Generator) -> Connectivi
 def connection_budget(cfg: NetworkConfig) -> int:
     """Global cap on connected synapses, ``sum(size * p)`` (1420 at paper scale, spec E.2)."""
     n = cfg.n_rec
-    return (
-        int(cfg.n_in * n * cfg.p_in) + int(n * n * cfg.p_rec) + int(n * cfg.n_out * cfg.p_out)
-    )
+    return int(cfg.n_in * n * cfg.p_in) + int(n * n * cfg.p_rec) + int(n * cfg.n_out * cfg.p_out)

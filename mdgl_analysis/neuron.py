@@ -9,7 +9,8 @@ Per neuron j, at step t (spec A.2):
     v_j(t) &= \alpha v_j(t-1) + (1-\alpha)\big(\textstyle\sum_i W^{in}_{ji} x_i(t)
               + \sum_q W^{rec}_{jq} z_q(t-1)\big) - v_{th} z_j(t-1) \\
     s_j(t) &= (v_j(t) - A_j(t)) / v_{th} \\
-    z_j(t) &= (1 - r_j(t))\,H(s_j(t)),\qquad r_j(t) = 1 \text{ if } z_j \text{ spiked in } t-n_{ref}..t-1
+    z_j(t) &= (1 - r_j(t))\,H(s_j(t)),\qquad
+    r_j(t) = 1 \text{ if } z_j \text{ spiked in } t-n_{ref}..t-1
 
 with :math:`H(s) = 1` for :math:`s > 0` (strict) and the pseudo-derivative
 :math:`dz/ds = \gamma \max(0, 1-|s|)`, hence :math:`\psi_j(t) = \partial z_j(t)/\partial v_j(t)
@@ -79,10 +80,16 @@ def pseudo_derivative(s: Tensor, gamma: float) -> Tensor:
     return gamma * torch.clamp(1.0 - s.abs(), min=0.0)
 
 
-def psi(v: Tensor, threshold: Tensor, refractory: Tensor, p: ALIFParams) -> Tensor:
-    """psi = dz/dv = (1 - r) (gamma / v_th) max(0, 1 - |s|), s = (v - A) / v_th (spec A.3)."""
-    s = (v - threshold) / p.v_th
-    return pseudo_derivative(s, p.gamma).div_(p.v_th).masked_fill_(refractory, 0.0)
+def psi(
+    v: Tensor, threshold: Tensor, refractory: Tensor, p: ALIFParams, out: Tensor | None = None
+) -> Tensor:
+    """psi = dz/dv = (1 - r) (gamma / v_th) max(0, 1 - |s|), s = (v - A) / v_th (spec A.3).
+
+    Computed in place in ``out`` (or one new tensor): no temporaries of the inputs' size.
+    """
+    with torch.no_grad():
+        out = torch.sub(v, threshold, out=out).div_(p.v_th).abs_().neg_().add_(1.0)
+        return out.clamp_(min=0.0).mul_(p.gamma).div_(p.v_th).masked_fill_(refractory, 0.0)
 
 
 class SpikeFunction(torch.autograd.Function):
@@ -134,7 +141,8 @@ def alif_step(
             for the results (the no-grad fast path); fresh tensors when ``None`` (autograd).
     Returns:
         ``(state, threshold, refractory)``: the new state (``state.z`` are the spikes of this step),
-        the adaptive threshold ``A(t)`` and the bool refractory mask ``r(t)``, each ``[batch, neuron]``.
+        the adaptive threshold ``A(t)`` and the bool refractory mask ``r(t)``, each
+        ``[batch, neuron]``.
     """
     o = out or ALIFState(None, None, None, None)
     a = torch.lerp(state.a, state.z, 1.0 - p.rho, out=o.a)
@@ -183,7 +191,7 @@ def rollout(
         state = ALIFState.zeros(batch, n, x.device, x.dtype)
     scale = 1.0 - p.alpha
     i_in = (x.reshape(n_steps * batch, -1) @ (scale * w_in).T).reshape(n_steps, batch, n)
-    w_rec_scaled = (scale * w_rec).T
+    w_rec_scaled = (scale * w_rec).T.contiguous()
     if torch.is_grad_enabled() and (w_in.requires_grad or w_rec.requires_grad):
         steps = []
         for i_t in i_in.unbind(0):
@@ -192,14 +200,13 @@ def rollout(
         z, v, a, threshold, refractory = (torch.stack(s) for s in zip(*steps, strict=True))
         return Trajectory(z, v, a, threshold, refractory, psi(v, threshold, refractory, p))
 
-    w_rec_scaled = w_rec_scaled.contiguous()
     buf = {k: x.new_empty(n_steps, batch, n) for k in ("z", "v", "a", "threshold", "psi")}
     refractory = torch.empty(n_steps, batch, n, dtype=torch.bool, device=x.device)
     refs = (state.ref.clone(), torch.empty_like(state.ref))
     for t in range(n_steps):
         out = ALIFState(buf["v"][t], buf["a"][t], buf["z"][t], refs[t % 2])
-        state, _, _ = alif_step(i_in[t], state, w_rec_scaled, p, out, buf["threshold"][t], refractory[t])
-    # psi over the whole trial, in place in its buffer (no trial-sized temporaries)
-    psi_ = torch.sub(buf["v"], buf["threshold"], out=buf["psi"]).div_(p.v_th).abs_()
-    psi_.neg_().add_(1.0).clamp_(min=0.0).mul_(p.gamma / p.v_th).masked_fill_(refractory, 0.0)
+        state, _, _ = alif_step(
+            i_in[t], state, w_rec_scaled, p, out, buf["threshold"][t], refractory[t]
+        )
+    psi_ = psi(buf["v"], buf["threshold"], refractory, p, out=buf["psi"])
     return Trajectory(buf["z"], buf["v"], buf["a"], buf["threshold"], refractory, psi_)

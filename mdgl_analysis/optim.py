@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
 
 from .config import TrainConfig
 from .model import MATRICES, Gradients, SpikingNetwork
@@ -73,7 +72,9 @@ def apply_update(
         n_conn = sum(int((t > 0).sum()) for t in thetas)
         if n_conn > net.budget:
             raise ConstraintError(f"{n_conn} connections exceed the budget of {net.budget}")
-        for theta, sign, g in zip(thetas, (net.sign_in, net.sign_rec, net.sign_out), g_w, strict=True):
+        for theta, sign, g in zip(
+            thetas, (net.sign_in, net.sign_rec, net.sign_out), g_w, strict=True
+        ):
             theta.grad = sign * g
         net.b_out.grad = grads.b_out.clone()
         disconnected = [t <= 0 for t in thetas]

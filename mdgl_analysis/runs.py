@@ -6,6 +6,7 @@ run killed at any moment leaves every file either in its old or its new complete
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -33,7 +34,7 @@ STATUSES = ("running", "completed", "failed", "interrupted")
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -53,10 +54,16 @@ def git_info() -> dict[str, Any]:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
-        ).stdout.strip() != ""
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
@@ -65,13 +72,19 @@ def git_info() -> dict[str, Any]:
 def versions() -> dict[str, str]:
     from . import __version__
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "mdgl_analysis": __version__}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "mdgl_analysis": __version__,
+    }
     for name in ("numpy", "h5py", "xarray", "dask"):
-        try:
+        with contextlib.suppress(ImportError):
             out[name] = __import__(name).__version__
-        except ImportError:
-            pass
     return out
+
+
+class RunFolderError(ValueError):
+    """A folder is not a readable run folder."""
 
 
 class RunFolder:
@@ -128,7 +141,13 @@ class RunFolder:
         return config_mod.load(self.config_path)
 
     def meta(self) -> dict[str, Any]:
-        return json.loads(self.json_path.read_text())
+        try:
+            meta = json.loads(self.json_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunFolderError(f"{str(self.json_path)!r} is not valid JSON: {err}") from None
+        if not isinstance(meta, dict) or "status" not in meta:
+            raise RunFolderError(f"{str(self.json_path)!r} is not a run description")
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write(self.json_path, json.dumps(meta, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Process-wide settings that make the CPU time loop fast, applied once by the trainer and benchmark.
+"""Process-wide settings that make the CPU time loop fast, applied by the trainer and benchmark.
 
 * ``torch.set_num_threads``: chosen by measurement (see README, benchmark section).
 * flush denormals to zero: membrane potentials of silent cells decay geometrically and reach

@@ -46,9 +46,7 @@ def cue_bits(pattern: Tensor, n_cues: int) -> Tensor:
     return (pattern[:, None] >> shifts) & 1
 
 
-def sample(
-    cfg: TaskConfig, n_in: int, batch: int, gen: torch.Generator, dt: float = 1.0
-) -> Batch:
+def sample(cfg: TaskConfig, n_in: int, batch: int, gen: torch.Generator, dt: float = 1.0) -> Batch:
     """Draw one batch on the CPU from ``gen``: distinct cue patterns, Poisson inputs.
 
     Args:

@@ -59,7 +59,9 @@ class Trainer:
         self.opt = TFAdam(
             self.net.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps
         )
-        self.gens = {n: torch.Generator().manual_seed(stream_seed(cfg.run.seed, n)) for n in GENERATORS}
+        self.gens = {
+            n: torch.Generator().manual_seed(stream_seed(cfg.run.seed, n)) for n in GENERATORS
+        }
         self.rule = get_rule(t.rule)
         self.iteration = 0
 
@@ -159,8 +161,9 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
     """
     cfg = trainer.cfg
     total = cfg.train.iterations
-    bar = tqdm(total=total, initial=trainer.iteration, disable=not progress, unit="it",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True
+    )
     status = "completed"
     try:
         with _StopFlag() as flag:
@@ -175,8 +178,11 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
                     run.save_checkpoint(trainer.state())
                     run.update_meta(iteration=done)
                 metric = {(s, n): v for _, s, n, v in rows}
-                bar.set_postfix(loss=f"{metric['train', 'loss']:.3f}",
-                                acc=f"{metric['train', 'accuracy']:.2f}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{metric['train', 'loss']:.3f}",
+                    acc=f"{metric['train', 'accuracy']:.2f}",
+                    refresh=False,
+                )
                 bar.update(1)
                 if flag.stop and done < total:
                     status = "interrupted"
@@ -187,8 +193,11 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
                 run.append_metrics(trainer.validate())
     except Exception as err:
         bar.close()
-        run.update_meta(status="failed", ended=now(), error="".join(
-            traceback.format_exception_only(type(err), err)).strip())
+        run.update_meta(
+            status="failed",
+            ended=now(),
+            error="".join(traceback.format_exception_only(type(err), err)).strip(),
+        )
         raise TrainingError(f"run {run.path} failed: {err}") from err
     bar.close()
     run.update_meta(status=status, ended=now(), iteration=trainer.iteration)
@@ -222,7 +231,11 @@ def resume(
     if not run.exists():
         raise ResumeError(f"{str(path)!r} is not a run folder (no {run.json_path.name})")
     meta = run.meta()
-    if meta["status"] == "running" and pid_alive(meta.get("pid")) and meta.get("host") == socket.gethostname():
+    if (
+        meta["status"] == "running"
+        and pid_alive(meta.get("pid"))
+        and meta.get("host") == socket.gethostname()
+    ):
         raise ResumeError(f"run {str(path)!r} is still running (pid {meta['pid']})")
     ckpt = run.latest_checkpoint()
     if ckpt is None:
@@ -248,7 +261,12 @@ def resume(
     run.truncate_metrics(before=trainer.iteration)
     run.write_config(cfg)
     run.update_meta(
-        status="running", ended=None, error=None, pid=os.getpid(), host=socket.gethostname(), device=str(device),
+        status="running",
+        ended=None,
+        error=None,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        device=str(device),
         iterations=cfg.train.iterations,
         resumed=meta.get("resumed", []) + [{"at": now(), "from_iteration": trainer.iteration}],
     )

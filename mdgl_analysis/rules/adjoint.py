@@ -39,7 +39,8 @@ def adjoint(
             each neuron's own dynamics (e-prop and the MDGL family).
     Returns:
         lam: ``[time, batch, neuron]``, ``(1-alpha) delta_v(t)`` = dE/dI(t).
-        total_signal: for BPTT, ``[time, batch, neuron]`` L_tot(t) = s(t) + (1-alpha) W^T delta_v(t+1),
+        total_signal: for BPTT, ``[time, batch, neuron]``
+            L_tot(t) = s(t) + (1-alpha) W^T delta_v(t+1),
             the total derivative through readout and synapses without the own reset/adaptation
             paths (spec I.3); ``None`` otherwise.
     """

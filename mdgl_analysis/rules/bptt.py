@@ -27,7 +27,11 @@ def bptt_credit(snap: Snapshot, fwd: Forward) -> tuple[Tensor, Tensor]:
 
 
 def bptt_autograd(
-    snap: Snapshot, x: Tensor, target: Tensor, reg_rate: float = 0.0, reg_target: float = 0.01,
+    snap: Snapshot,
+    x: Tensor,
+    target: Tensor,
+    reg_rate: float = 0.0,
+    reg_target: float = 0.01,
     dt: float = 1.0,
 ) -> Gradients:
     """Reference BPTT: autograd through :func:`~mdgl_analysis.neuron.rollout` with the surrogate
@@ -37,8 +41,12 @@ def bptt_autograd(
     leaves = [t.detach().clone().requires_grad_(True) for t in snap.weights]
     w_in, w_rec, w_out, b_out = leaves
     with torch.enable_grad():
-        traj = rollout(x, w_in, w_rec * (1 - torch.eye(w_rec.shape[0], dtype=w_rec.dtype,
-                                                          device=w_rec.device)), p)
+        traj = rollout(
+            x,
+            w_in,
+            w_rec * (1 - torch.eye(w_rec.shape[0], dtype=w_rec.dtype, device=w_rec.device)),
+            p,
+        )
         ro = readout(traj.z, w_out, b_out, target, p.kappa, dt, reg_rate, reg_target)
         grads = torch.autograd.grad(ro.loss + ro.reg, leaves)
     return Gradients(*grads)

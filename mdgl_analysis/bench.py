@@ -1,0 +1,120 @@
+"""``mdgl bench``: seconds per training iteration and peak RSS of each rule, one process per case.
+
+Every (rule, threads) case runs in a fresh subprocess, so its peak RSS is its own. An iteration is
+what training does: sample a batch, pass 1, the rule's gradients, the constrained Adam step.
+``bptt_autograd`` is the reference: plain autograd through the rollout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from . import config as config_mod
+from . import runtime
+from .rules import RULES
+from .rules.bptt import bptt_autograd
+
+BASELINES = {"bptt_autograd"}
+
+
+def _autograd_rule(cfg):
+    train = cfg.train
+
+    def rule(snap, fwd):
+        return bptt_autograd(
+            snap, fwd.x, fwd.target, train.reg_rate, train.reg_target_hz / 1000, cfg.network.dt
+        )
+
+    return rule
+
+
+def worker(
+    rule: str, threads: int, iterations: int, preset: str, overrides: list[str], device: str
+) -> dict:
+    from .train import Trainer
+
+    cfg = config_mod.resolve(None, preset, overrides, {"run.device": device})
+    runtime.configure(threads)
+    trainer = Trainer(cfg, runtime.resolve_device(cfg.run.device))
+    if rule in BASELINES:
+        trainer.rule = _autograd_rule(cfg)
+    else:
+        trainer.rule = RULES[rule]
+    trainer.step()  # warm-up: first-touch allocations, lazy initialisation
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        trainer.step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "rule": rule,
+        "threads": threads,
+        "device": str(trainer.device),
+        "s_per_iter_median": times[len(times) // 2],
+        "s_per_iter_min": times[0],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "batch": cfg.train.batch,
+        "n_steps": cfg.n_steps,
+        "n_rec": cfg.network.n_rec,
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    rules = [r.strip() for r in args.rules.split(",") if r.strip()]
+    for r in rules:
+        if r not in RULES and r not in BASELINES:
+            raise config_mod.ConfigError(
+                f"--rules: unknown rule {r!r}; rules: {', '.join([*RULES, *sorted(BASELINES)])}"
+            )
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        raise config_mod.ConfigError(
+            f"--threads {args.threads!r}: comma-separated integers"
+        ) from None
+    if any(t < 1 for t in threads) or args.iterations < 1:
+        raise config_mod.ConfigError("--threads and --iterations must be >= 1")
+    config_mod.resolve(None, args.preset, args.set, {"run.device": args.device})  # validate early
+    print(f"{'rule':<16}{'threads':>8}{'s/iter':>10}{'min':>10}{'peak RSS MB':>13}  device")
+    results = []
+    for t in threads:
+        for r in rules:
+            cmd = [
+                sys.executable,
+                "-m",
+                "mdgl_analysis.bench",
+                r,
+                str(t),
+                str(args.iterations),
+                args.preset,
+                args.device,
+                *args.set,
+            ]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{r:<16}{t:>8}  failed: {out.stderr.strip().splitlines()[-1:]}")
+                continue
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(res)
+            print(
+                f"{r:<16}{t:>8}{res['s_per_iter_median']:>10.3f}{res['s_per_iter_min']:>10.3f}"
+                f"{res['peak_rss_mb']:>13.0f}  {res['device']}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    rule, threads, iterations, preset, device, *overrides = sys.argv[1:]
+    print(json.dumps(worker(rule, int(threads), int(iterations), preset, overrides, device)))

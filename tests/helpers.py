@@ -1,0 +1,41 @@
+"""A small float64 network and batch for the oracle tests (spec I uses B=3, T=80, N=12)."""
+
+from __future__ import annotations
+
+import torch
+
+from mdgl_analysis.config import Config, NetworkConfig, TaskConfig, TrainConfig
+from mdgl_analysis.model import SpikingNetwork, forward
+from mdgl_analysis.task import sample
+
+
+def small_config(**train) -> Config:
+    """12 neurons (6 LIF, 6 ALIF, 2 inhibitory), 8 inputs, dense-ish 50% connectivity, T = 80."""
+    return Config(
+        network=NetworkConfig(
+            n_in=8, n_regular=6, n_adaptive=6, p_in=0.5, p_rec=0.5, p_out=0.5, n_ref=3, v_th=0.01
+        ),
+        task=TaskConfig(
+            n_cues=3,
+            cue_ms=10,
+            gap_ms=5,
+            delay_ms=20,
+            recall_ms=15,
+            cue_rate_hz=300,
+            noise_rate_hz=100,
+        ),
+        train=TrainConfig(batch=3, val_batch=3, **train),
+    )
+
+
+def make_small(seed: int = 0, scale_in: float = 3.0, **train):
+    """A float64 network whose input weights are scaled up so that every cell type spikes."""
+    cfg = small_config(**train)
+    gen = torch.Generator().manual_seed(seed)
+    net = SpikingNetwork(cfg, gen, torch.float64)
+    with torch.no_grad():
+        net.theta_in.mul_(scale_in)
+    batch = sample(cfg.task, cfg.network.n_in, cfg.train.batch, gen)
+    snap = net.snapshot()
+    fwd = forward(snap, batch.x, batch.target, cfg)
+    return cfg, net, snap, fwd
