@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/mdgl train --preset demo --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
-	$(BIN)/ruff check mdgl_analysis tests analyses
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

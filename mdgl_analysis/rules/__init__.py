@@ -10,11 +10,17 @@ from collections.abc import Callable
 
 from ..model import Forward, Gradients, Snapshot
 from .bptt import bptt
+from .local import eprop, mdgl, mdgl_exact, mdgl_nonlocal, mdgl_online
 
 Rule = Callable[[Snapshot, Forward], Gradients]
 
 RULES: dict[str, Rule] = {
     "bptt": bptt,
+    "eprop": eprop,  # mode 1
+    "mdgl": mdgl,  # mode 3, the paper's MDGL
+    "mdgl_exact": mdgl_exact,  # mode 2
+    "mdgl_nonlocal": mdgl_nonlocal,  # mode 5
+    "mdgl_online": mdgl_online,  # mode 7
 }
 
 

@@ -1,0 +1,135 @@
+r"""e-prop and the MDGL family (spec D.2, D.3): local traces times a per-neuron signal.
+
+Every rule here has the form ``G[p, q] = sum_{b,t} s_p(t) e_pq(t)`` with the eligibility traces of
+spec C and a per-neuron signal ``s [time, batch, neuron]``:
+
+* ``eprop`` (mode 1): ``s = L``, the learning signal through the readout (spec D.2).
+* MDGL (spec D.3): ``s(t) = L(t) + (1-alpha) M(t+1)`` for ``t <= T-2`` with the modulatory input
+  ``M_p(t+1) = sum_j What[j, p] psi_j(t+1) L_j(t+1)``; the variants differ in ``What``
+  (``[post j, pre p]``, the modulatory weight from p to j):
+
+  - ``mdgl_exact`` (mode 2): the current weights ``W_rec`` (the exact one-step truncation, I.2);
+  - ``mdgl`` (mode 3, the paper's MDGL): the mean of the existing weights of the cell-type block
+    of (p, j), on existing connections only;
+  - ``mdgl_nonlocal`` (mode 5): the plain mean of each block (zeros included), on all pairs;
+  - ``mdgl_online`` (mode 7): mode-3 weights, but the second term built from causally filtered
+    factors, which for a last-step loss reduces to
+    ``(1-alpha) sum_b ebar_pq(T-2) sum_j What[j,p] psibar_j(T-1) Lbar_j(T-1)``; written as a
+    signal, ``s_p(t) = L_p(t) + (1-kappa) kappa^(T-2-t) c_p`` for ``t <= T-2``.
+
+Gradients are computed by :func:`~.adjoint.adjoint` without the recurrent term (no synapse-sized
+tensor); :mod:`mdgl_analysis.traces` computes the same sums from explicit forward traces.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor
+
+from ..model import Forward, Gradients, Snapshot
+from ..readout import readout_gradients, readout_kernel
+from .adjoint import adjoint, synaptic_gradients
+
+log = logging.getLogger(__name__)
+
+BLOCKS = {"EE": (False, False), "EI": (False, True), "IE": (True, False), "II": (True, True)}
+"""Cell-type blocks named pre->post (``"EI"`` is E -> I): (pre inhibitory, post inhibitory)."""
+
+
+def block_masks(inhibitory: Tensor) -> dict[str, Tensor]:
+    """Bool ``[post, pre]`` masks of the four cell-type blocks (named pre->post, e.g. ``"IE"``)."""
+    return {
+        name: (inhibitory == post_inh)[:, None] & (inhibitory == pre_inh)[None, :]
+        for name, (pre_inh, post_inh) in BLOCKS.items()
+    }
+
+
+def modulatory_weights(w_rec: Tensor, inhibitory: Tensor, kind: str) -> Tensor:
+    """``What [post, pre]`` of an MDGL variant (spec D.3).
+
+    Args:
+        w_rec: ``[post, pre]`` effective recurrent weights (diagonal zero).
+        inhibitory: bool ``[neuron]``.
+        kind: ``"exact"`` (mode 2), ``"type"`` (mode 3: block mean of the nonzero entries, on
+            existing connections) or ``"nonlocal"`` (mode 5: block mean of all entries, all pairs).
+    """
+    if kind == "exact":
+        return w_rec
+    out = torch.zeros_like(w_rec)
+    exists = w_rec != 0
+    for name, mask in block_masks(inhibitory).items():
+        if kind == "nonlocal":
+            out[mask] = w_rec[mask].mean() if mask.any() else 0.0
+            continue
+        count = int((exists & mask).sum())
+        if count == 0:
+            log.warning("MDGL: cell-type block %s has no connection; its average is 0", name)
+            continue
+        out[mask & exists] = w_rec[mask].sum() / count
+    return out
+
+
+def mdgl_signal(fwd: Forward, w_hat: Tensor, alpha: float) -> Tensor:
+    """``s(t) = L(t) + (1-alpha) M(t+1)`` with ``M(t+1) = (psi L)(t+1) @ What``, shape ``[T, B, N]``.
+
+    The eligibility trace at t pairs with the downstream cell's signal at t+1 (one synaptic delay);
+    there is no modulatory term at T-1.
+    """
+    drive = fwd.traj.psi[1:] * fwd.signal[1:]
+    signal = fwd.signal.clone()
+    signal[:-1] += (1.0 - alpha) * (drive @ w_hat)
+    return signal
+
+
+def _gradients(snap: Snapshot, fwd: Forward, signal: Tensor) -> Gradients:
+    lam, _ = adjoint(signal, fwd.traj.psi, snap.params)
+    g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
+    g_out, g_b = readout_gradients(fwd.ro)
+    return Gradients(g_in, g_rec, g_out, g_b)
+
+
+def signal_of(rule: str, snap: Snapshot, fwd: Forward) -> Tensor:
+    """The per-neuron signal ``[time, batch, neuron]`` that the named local rule pairs with e."""
+    p, w = snap.params, snap.weights
+    if rule == "eprop":
+        return fwd.signal
+    if rule == "mdgl_online":
+        w_hat = modulatory_weights(w.w_rec, snap.inhibitory, "type")
+        n_steps = fwd.signal.shape[0]
+        kernel = readout_kernel(n_steps, p.kappa, fwd.signal)
+        psi_bar = torch.einsum("t,tbj->bj", kernel, fwd.traj.psi)  # psibar(T-1)
+        l_bar = fwd.ro.dlogits @ w.w_out  # dE/dpsp(T-1)
+        c = (1.0 - p.alpha) * ((psi_bar * l_bar) @ w_hat)  # [batch, neuron]
+        signal = fwd.signal.clone()
+        # ebar(T-2) = sum_{t<=T-2} (1-kappa) kappa^(T-2-t) e(t): kernel shifted by one step
+        signal[:-1] += kernel[1:, None, None] * c
+        return signal
+    kind = {"mdgl": "type", "mdgl_exact": "exact", "mdgl_nonlocal": "nonlocal"}[rule]
+    return mdgl_signal(fwd, modulatory_weights(w.w_rec, snap.inhibitory, kind), p.alpha)
+
+
+def eprop(snap: Snapshot, fwd: Forward) -> Gradients:
+    """e-prop with symmetric feedback (mode 1, spec D.2)."""
+    return _gradients(snap, fwd, signal_of("eprop", snap, fwd))
+
+
+def mdgl(snap: Snapshot, fwd: Forward) -> Gradients:
+    """MDGL (mode 3): cell-type averaged modulatory weights on existing connections."""
+    return _gradients(snap, fwd, signal_of("mdgl", snap, fwd))
+
+
+def mdgl_exact(snap: Snapshot, fwd: Forward) -> Gradients:
+    """MDGL with the exact weights (mode 2): the one-connection-step truncation of BPTT."""
+    return _gradients(snap, fwd, signal_of("mdgl_exact", snap, fwd))
+
+
+def mdgl_nonlocal(snap: Snapshot, fwd: Forward) -> Gradients:
+    """Non-local MDGL (mode 5): block means over all pairs, every cell signals every cell."""
+    return _gradients(snap, fwd, signal_of("mdgl_nonlocal", snap, fwd))
+
+
+def mdgl_online(snap: Snapshot, fwd: Forward) -> Gradients:
+    """Online MDGL (mode 7): the modulatory term from causally filtered factors."""
+    return _gradients(snap, fwd, signal_of("mdgl_online", snap, fwd))
