@@ -72,7 +72,7 @@ def modulatory_weights(w_rec: Tensor, inhibitory: Tensor, kind: str) -> Tensor:
 
 
 def mdgl_signal(fwd: Forward, w_hat: Tensor, alpha: float) -> Tensor:
-    """``s(t) = L(t) + (1-alpha) M(t+1)`` with ``M(t+1) = (psi L)(t+1) @ What``, shape ``[T, B, N]``.
+    """``s(t) = L(t) + (1-alpha) M(t+1)``, ``M(t+1) = (psi L)(t+1) @ What``; shape ``[T, B, N]``.
 
     The eligibility trace at t pairs with the downstream cell's signal at t+1 (one synaptic delay);
     there is no modulatory term at T-1.
