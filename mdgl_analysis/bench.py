@@ -22,6 +22,7 @@ from .rules import RULES
 from .rules.bptt import bptt_autograd
 
 BASELINES = {"bptt_autograd"}
+TRACES = {"traces_list", "traces_dense"}  # the forward trace iterator (recording), not a rule
 
 
 def _autograd_rule(cfg):
@@ -31,6 +32,31 @@ def _autograd_rule(cfg):
         return bptt_autograd(
             snap, fwd.x, fwd.target, train.reg_rate, train.reg_target_hz / 1000, cfg.network.dt
         )
+
+    return rule
+
+
+def _traces_rule(trainer, dense: bool):
+    """A training step that also runs the forward trace recursion with every rule's signal."""
+    from .rules.bptt import bptt_credit
+    from .rules.local import signal_of
+    from .traces import Synapses, eligibility_chunks
+
+    net = trainer.net
+    nc = trainer.cfg.network
+    syn = (
+        Synapses.dense(nc.n_rec, nc.n_in, trainer.device)
+        if dense
+        else Synapses.from_masks(net.init_rec, net.init_in)
+    )
+    local = ["eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online"]
+
+    def rule(snap, fwd):
+        signals = {name: signal_of(name, snap, fwd) for name in local}
+        signals["bptt"] = bptt_credit(snap, fwd)[1]
+        for _ in eligibility_chunks(snap, fwd, syn, signals, chunk=100):
+            pass
+        return RULES["mdgl"](snap, fwd)
 
     return rule
 
@@ -45,6 +71,8 @@ def worker(
     trainer = Trainer(cfg, runtime.resolve_device(cfg.run.device))
     if rule in BASELINES:
         trainer.rule = _autograd_rule(cfg)
+    elif rule in TRACES:
+        trainer.rule = _traces_rule(trainer, dense=rule == "traces_dense")
     else:
         trainer.rule = RULES[rule]
     trainer.step()  # warm-up: first-touch allocations, lazy initialisation
@@ -73,10 +101,9 @@ def worker(
 def run_benchmark(args: argparse.Namespace) -> int:
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     for r in rules:
-        if r not in RULES and r not in BASELINES:
-            raise config_mod.ConfigError(
-                f"--rules: unknown rule {r!r}; rules: {', '.join([*RULES, *sorted(BASELINES)])}"
-            )
+        if r not in RULES and r not in BASELINES | TRACES:
+            known = ", ".join([*RULES, *sorted(BASELINES | TRACES)])
+            raise config_mod.ConfigError(f"--rules: unknown rule {r!r}; rules: {known}")
     try:
         threads = [int(t) for t in args.threads.split(",")]
     except ValueError:

@@ -84,6 +84,7 @@ class TrainConfig:
     reg_rate: float = 0.0  # firing-rate regulariser coefficient (0.1 in the saved Fig. 3C runs)
     reg_target_hz: float = 10.0
     compare_every: int = 0  # same-batch gradient alignment with BPTT every k iterations (0: off)
+    compare_rules: str = "eprop,mdgl,mdgl_exact"  # comma-separated rules compared with BPTT
 
 
 @dataclass(frozen=True)
@@ -249,9 +250,22 @@ def validate(cfg: Config) -> Config:
     from .rules import RULES  # the registry imports the model, which imports this module
 
     _check(train.rule in RULES, "train.rule", train.rule, f"one of {', '.join(RULES)}")
+    for name in compare_rules(cfg):
+        _check(
+            name in RULES,
+            "train.compare_rules",
+            train.compare_rules,
+            f"comma-separated names among {', '.join(RULES)}",
+        )
     _check(run.device in DEVICES, "run.device", run.device, f"one of {', '.join(DEVICES)}")
     _check(run.dtype in DTYPES, "run.dtype", run.dtype, f"one of {', '.join(DTYPES)}")
     return cfg
+
+
+def compare_rules(cfg: Config) -> list[str]:
+    """The rules compared with BPTT, in order, without duplicates or BPTT itself."""
+    names = [n.strip() for n in cfg.train.compare_rules.split(",") if n.strip()]
+    return [n for i, n in enumerate(names) if n != "bptt" and n not in names[:i]]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -118,13 +118,16 @@ class SpikingNetwork(nn.Module):
             }
 
 
-def forward(snap: Snapshot, x: Tensor, target: Tensor, cfg: Config) -> Forward:
-    """Pass 1 without autograd: rollout, readout, loss and learning signal."""
+def forward(snap: Snapshot, x: Tensor, target: Tensor, cfg: Config, lean: bool = False) -> Forward:
+    """Pass 1 without autograd: rollout, readout, loss and learning signal.
+
+    ``lean`` keeps only what the rules need (see :func:`~mdgl_analysis.neuron.rollout`).
+    """
     p, w = snap.params, snap.weights
     net, train = cfg.network, cfg.train
     reg_target = train.reg_target_hz / 1000.0
     with torch.no_grad():
-        traj = rollout(x, w.w_in, w.w_rec, p)
+        traj = rollout(x, w.w_in, w.w_rec, p, lean=lean)
         ro = readout(traj.z, w.w_out, w.b_out, target, p.kappa, net.dt, train.reg_rate, reg_target)
         signal = learning_signal(
             ro, w.w_out, x.shape[0], p.kappa, net.dt, train.reg_rate, reg_target

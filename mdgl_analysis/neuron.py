@@ -145,10 +145,10 @@ def alif_step(
         ``[batch, neuron]``.
     """
     o = out or ALIFState(None, None, None, None)
+    v = torch.addmm(i_in, state.z, w_rec_scaled, out=o.v)  # first: out_threshold may alias i_in
+    v.add_(state.v, alpha=p.alpha).sub_(state.z, alpha=p.v_th)
     a = torch.lerp(state.a, state.z, 1.0 - p.rho, out=o.a)
     threshold = torch.mul(a, p.beta, out=out_threshold).add_(p.v_th)
-    v = torch.addmm(i_in, state.z, w_rec_scaled, out=o.v)
-    v.add_(state.v, alpha=p.alpha).sub_(state.z, alpha=p.v_th)
     refractory = torch.gt(state.ref, 0.0, out=out_refractory)
     z = spike((v - threshold).div_(p.v_th), refractory, p.gamma, out=o.z)
     ref = torch.maximum(torch.sub(state.ref, 1.0, out=o.ref), z * float(p.n_ref), out=o.ref)
@@ -159,18 +159,24 @@ class Trajectory(NamedTuple):
     """A network rollout, every field ``[time, batch, neuron]``.
 
     ``psi`` is dz/dv (spec A.3); ``bpsi = -beta * psi`` is dz/da and is computed where needed.
+    A lean rollout leaves ``v``, ``a`` and ``threshold`` as ``None``.
     """
 
     z: Tensor
-    v: Tensor
-    a: Tensor
-    threshold: Tensor
+    v: Tensor | None
+    a: Tensor | None
+    threshold: Tensor | None
     refractory: Tensor  # bool
     psi: Tensor
 
 
 def rollout(
-    x: Tensor, w_in: Tensor, w_rec: Tensor, p: ALIFParams, state: ALIFState | None = None
+    x: Tensor,
+    w_in: Tensor,
+    w_rec: Tensor,
+    p: ALIFParams,
+    state: ALIFState | None = None,
+    lean: bool = False,
 ) -> Trajectory:
     """Run the network over a trial from the zero state (or ``state``).
 
@@ -182,6 +188,8 @@ def rollout(
         x: ``[time, batch, input]`` input spike counts.
         w_in: ``[neuron, input]`` effective input weights.
         w_rec: ``[neuron, neuron]`` effective recurrent weights ``[post, pre]``, diagonal zero.
+        lean: keep only what the learning rules need (``z``, ``refractory``, ``psi``; ``v``, ``a``
+            and ``threshold`` are ``None``): three trial-sized buffers fewer (no-grad path only).
     Returns:
         the :class:`Trajectory`.
     """
@@ -200,13 +208,15 @@ def rollout(
         z, v, a, threshold, refractory = (torch.stack(s) for s in zip(*steps, strict=True))
         return Trajectory(z, v, a, threshold, refractory, psi(v, threshold, refractory, p))
 
-    buf = {k: x.new_empty(n_steps, batch, n) for k in ("z", "v", "a", "threshold", "psi")}
+    z, v = x.new_empty(n_steps, batch, n), x.new_empty(n_steps, batch, n)
     refractory = torch.empty(n_steps, batch, n, dtype=torch.bool, device=x.device)
+    # lean: the adaptation alternates between two slots, the threshold overwrites the consumed drive
+    a = x.new_empty(2 if lean else n_steps, batch, n)
+    threshold = i_in if lean else torch.empty_like(v)
     refs = (state.ref.clone(), torch.empty_like(state.ref))
     for t in range(n_steps):
-        out = ALIFState(buf["v"][t], buf["a"][t], buf["z"][t], refs[t % 2])
-        state, _, _ = alif_step(
-            i_in[t], state, w_rec_scaled, p, out, buf["threshold"][t], refractory[t]
-        )
-    psi_ = psi(buf["v"], buf["threshold"], refractory, p, out=buf["psi"])
-    return Trajectory(buf["z"], buf["v"], buf["a"], buf["threshold"], refractory, psi_)
+        out = ALIFState(v[t], a[t % 2 if lean else t], z[t], refs[t % 2])
+        state, _, _ = alif_step(i_in[t], state, w_rec_scaled, p, out, threshold[t], refractory[t])
+    if lean:
+        return Trajectory(z, None, None, None, refractory, psi(v, threshold, refractory, p, out=v))
+    return Trajectory(z, v, a, threshold, refractory, psi(v, threshold, refractory, p))

@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runtime
-from .config import Config
+from .compare import same_batch
+from .config import Config, compare_rules
 from .model import SpikingNetwork, forward
 from .optim import TFAdam, apply_update
 from .rules import get_rule
@@ -96,7 +97,7 @@ class Trainer:
 
     def validate(self) -> list[tuple[int, str, str, float]]:
         x, target = self.batch("val", self.cfg.train.val_batch)
-        fwd = forward(self.net.snapshot(), x, target, self.cfg)
+        fwd = forward(self.net.snapshot(), x, target, self.cfg, lean=True)
         return self._rows("val", fwd)
 
     def _rows(self, split: str, fwd) -> list[tuple[int, str, str, float]]:
@@ -119,10 +120,13 @@ class Trainer:
                 group["lr"] *= t.lr_decay
         x, target = self.batch("task", t.batch)
         snap = self.net.snapshot()
-        fwd = forward(snap, x, target, self.cfg)
+        fwd = forward(snap, x, target, self.cfg, lean=True)
         grads = self.rule(snap, fwd)
-        apply_update(self.net, self.opt, grads, t, self.gens["rewire"])
         rows = self._rows("train", fwd)
+        if t.compare_every and k % t.compare_every == 0:
+            _, cosines = same_batch(snap, fwd, compare_rules(self.cfg), {t.rule: grads})
+            rows += [(k, "train", f"cos_{name}", value) for name, value in cosines.items()]
+        apply_update(self.net, self.opt, grads, t, self.gens["rewire"])
         rows += [(k, "train", f"n_conn_{m}", c) for m, c in self.net.connected().items()]
         rows.append((k, "train", "lr", self.opt.param_groups[0]["lr"]))
         self.iteration += 1

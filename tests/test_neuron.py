@@ -132,3 +132,12 @@ def test_fast_and_autograd_rollouts_are_identical(small):
     assert fwd.traj.z.sum() > 0
     for a, b in zip(traj, fwd.traj, strict=True):
         assert torch.equal(a.detach(), b)
+
+
+def test_lean_rollout_keeps_the_same_spikes_and_psi(small):
+    cfg, net, snap, fwd = small
+    w = snap.weights
+    lean = rollout(fwd.x, w.w_in, w.w_rec, snap.params, lean=True)
+    assert lean.v is None and lean.a is None and lean.threshold is None
+    assert torch.equal(lean.z, fwd.traj.z) and torch.equal(lean.psi, fwd.traj.psi)
+    assert torch.equal(lean.refractory, fwd.traj.refractory)

@@ -77,9 +77,10 @@ def mdgl_signal(fwd: Forward, w_hat: Tensor, alpha: float) -> Tensor:
     The eligibility trace at t pairs with the downstream cell's signal at t+1 (one synaptic delay);
     there is no modulatory term at T-1.
     """
-    drive = fwd.traj.psi[1:] * fwd.signal[1:]
+    n = w_hat.shape[0]
+    drive = (fwd.traj.psi[1:] * fwd.signal[1:]).reshape(-1, n)
     signal = fwd.signal.clone()
-    signal[:-1] += (1.0 - alpha) * (drive @ w_hat)
+    signal[:-1].view(-1, n).addmm_(drive, w_hat, alpha=1.0 - alpha)
     return signal
 
 
