@@ -6,11 +6,12 @@ import math
 from dataclasses import replace
 
 import torch
-from helpers import make_small, small_config
 
 from mdgl_analysis.compare import comparison_masks, cosine, same_batch
 from mdgl_analysis.config import validate
 from mdgl_analysis.train import start
+
+from helpers import make_small, small_config
 
 
 def test_cosine_of_identical_negated_and_orthogonal_vectors():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import make_small
 from oracles import loss_of
 
 from mdgl_analysis.model import Gradients
@@ -17,11 +16,13 @@ from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 from mdgl_analysis.rules.bptt import bptt, bptt_credit
 from mdgl_analysis.rules.local import (
     block_masks,
-    modulatory_weights,
     mdgl_signal,
+    modulatory_weights,
     signal_of,
 )
 from mdgl_analysis.traces import Synapses, eligibility_chunks, gradients_from_traces
+
+from helpers import make_small
 
 LOCAL_RULES = ["eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online"]
 
