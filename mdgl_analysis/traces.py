@@ -83,62 +83,71 @@ class TraceChunk(NamedTuple):
     contributions: dict[str, Tensor]
 
 
+def default_chunk(batch: int, n_synapses: int, elements: int = 1 << 22) -> int:
+    """Steps per chunk so that one ``[time, batch, synapse]`` array holds about 4M values."""
+    return max(1, elements // max(1, batch * n_synapses))
+
+
 def eligibility_chunks(
     snap: Snapshot,
     fwd: Forward,
     synapses: Synapses,
     signals: Mapping[str, Tensor] | None = None,
-    chunk: int = 100,
+    chunk: int | None = None,
 ) -> Iterator[TraceChunk]:
     """Run the recursion forward in time, yielding one :class:`TraceChunk` per ``chunk`` steps.
+
+    Needs the full trajectory (``traj.psi``, ``traj.z``), not a lean one. Memory is a few
+    ``[chunk, batch, synapse]`` arrays whatever the trial length.
 
     Args:
         signals: rule name -> ``[time, batch, neuron]`` per-neuron signal paired with e
             (e.g. :func:`mdgl_analysis.rules.local.signal_of`, or L_tot for exact BPTT).
+        chunk: steps per chunk; by default about 4M values per array (:func:`default_chunk`).
     """
-    if chunk < 1:
-        raise ValueError(f"chunk = {chunk} is not allowed: an integer >= 1")
     p = snap.params
     traj, x = fwd.traj, fwd.x
     n_steps, batch, _ = traj.z.shape
     post = torch.cat([synapses.rec_post, synapses.in_post])
+    n_syn = post.numel()
+    chunk = chunk or default_chunk(batch, n_syn)
+    if chunk < 1:
+        raise ValueError(f"chunk = {chunk} is not allowed: an integer >= 1")
     beta = p.beta[post]
-    lif = beta == 0
-    eps_v = x.new_zeros(batch, post.numel())
-    eps_a = torch.zeros_like(eps_v)
+    adaptive = (beta != 0).to(x.dtype)
     scale = 1.0 - p.alpha
+    eps_v = x.new_zeros(batch, n_syn)
+    eps_a = x.new_zeros(batch, n_syn)
+    h = x.new_zeros(batch, n_syn)  # eps_v - beta eps_a: what psi multiplies in e
+    drive = x.new_empty(batch, n_syn)
+    n_rec = synapses.n_rec
     for start in range(0, n_steps, chunk):
         stop = min(start + chunk, n_steps)
-        steps = stop - start
-        psi_now = traj.psi[start:stop][..., post]
-        psi_prev = torch.zeros_like(psi_now)
-        psi_prev[1:] = psi_now[:-1]
-        if start > 0:
-            psi_prev[0] = traj.psi[start - 1][..., post]
-        z_prev = (
-            traj.z[start - 1 : stop - 1]
-            if start > 0
-            else torch.cat([torch.zeros_like(traj.z[:1]), traj.z[: stop - 1]])
-        )
-        drive = scale * torch.cat(
-            [z_prev[..., synapses.rec_pre], x[start:stop][..., synapses.in_pre]], dim=-1
-        )
-        c11 = p.alpha - p.v_th * psi_prev
-        c12 = (p.v_th * beta) * psi_prev
-        c21 = ((1.0 - p.rho) * psi_prev).masked_fill_(lif, 0.0)
-        c22 = (p.rho - (1.0 - p.rho) * beta * psi_prev).masked_fill_(lif, 0.0)
-        out_v = x.new_empty(steps, batch, post.numel())
+        out_v = x.new_empty(stop - start, batch, n_syn)
         out_a = torch.empty_like(out_v)
-        for t in range(steps):
-            new_v = c11[t] * eps_v + c12[t] * eps_a + drive[t]
-            eps_a = c21[t] * eps_v + c22[t] * eps_a
-            eps_v = new_v
-            out_v[t] = eps_v
-            out_a[t] = eps_a
-        e = psi_now * (out_v - beta * out_a)
+        e = torch.empty_like(out_v)
+        for i, t in enumerate(range(start, stop)):
+            # presynaptic drive (1 - alpha) u(t): z(t-1) for recurrent, x(t) for input synapses
+            if t > 0:
+                torch.index_select(traj.z[t - 1], 1, synapses.rec_pre, out=drive[:, :n_rec])
+            else:
+                drive[:, :n_rec] = 0.0
+            torch.index_select(x[t], 1, synapses.in_pre, out=drive[:, n_rec:])
+            drive.mul_(scale)
+            if t > 0:  # coefficients from psi_p(t-1); h(t-1) = eps_v(t-1) - beta eps_a(t-1)
+                ph = traj.psi[t - 1].index_select(1, post).mul_(h)
+                new_v = torch.add(drive, eps_v, alpha=p.alpha, out=out_v[i]).sub_(ph, alpha=p.v_th)
+                new_a = torch.mul(eps_a, p.rho, out=out_a[i]).add_(ph, alpha=1.0 - p.rho)
+                new_a.mul_(adaptive)
+            else:
+                new_v = out_v[i].copy_(drive)
+                new_a = out_a[i].zero_()
+            eps_v, eps_a = new_v, new_a
+            h = torch.addcmul(eps_v, beta, eps_a, value=-1.0)
+            torch.mul(traj.psi[t].index_select(1, post), h, out=e[i])
         contributions = {
-            name: torch.einsum("tbs,tbs->ts", s[start:stop][..., post], e)
-            for name, s in (signals or {}).items()
+            name: sig[start:stop].index_select(2, post).mul_(e).sum(1)
+            for name, sig in (signals or {}).items()
         }
         yield TraceChunk(start, stop, out_v, out_a, e, contributions)
 
