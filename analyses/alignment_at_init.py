@@ -1,6 +1,6 @@
 """Cosine similarity of each rule's gradient with BPTT at initialisation, over seeds.
 
-    python analyses/alignment_at_init.py [--preset paper] [--seeds 1-5] [--batches 1] [--out FILE.csv]
+    python analyses/alignment_at_init.py [--preset paper] [--seeds 1-5] [--batches 1] [--out F.csv]
 
 For each seed: the network as `mdgl train --seed S` initialises it, a training batch from the run's
 own task stream, and `compare.same_batch` (existing synapses, raw gradients). Prints mean and std
