@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="run folder to create (default runs/<time>-<rule>-s<seed>)"
     )
     p.add_argument("--device", help="auto, cpu or cuda (run.device)")
+    p.add_argument("--record-every", metavar="K", help="record every K-th iteration (record.every)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a run folder")
     p.add_argument("run", metavar="RUN_DIR")
+
+    p = sub.add_parser("verify", help="check recorded gradients from the record files alone")
+    p.add_argument("run", metavar="RUN_OR_FILE")
+    p.add_argument("--tolerance", type=float, default=1e-5, help="largest relative error allowed")
 
     p = sub.add_parser("bench", help="seconds per iteration and peak RSS of each rule")
     p.add_argument("--rules", default="bptt,bptt_autograd", help="comma-separated rules")
@@ -85,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "run.seed": args.seed,
             "train.iterations": args.iterations,
             "run.device": args.device,
+            "record.every": args.record_every,
         },
     )
     if args.out:
@@ -153,10 +159,62 @@ def describe(run: RunFolder) -> str:
             it = max(i for i, _ in last.values())
             text = "  ".join(f"{n}={v:.4g}" for n, (i, v) in last.items() if i == it)
             lines.append(f"{split:<9} iteration {it}: {text}")
+    lines += _describe_records(run)
     ckpts = run.checkpoints()
     lines.append(f"checkpoints {len(ckpts)}" + (f", latest {ckpts[-1].name}" if ckpts else ""))
     lines.append(f"metrics   {run.metrics_path} ({len(rows)} rows)")
     return "\n".join(lines)
+
+
+def _describe_records(run: RunFolder) -> list[str]:
+    from .io import record_files, storage
+    from .record import iteration_of
+
+    files = record_files(run.path)
+    if not files:
+        return ["records   none"]
+    its = [iteration_of(f) for f in files]
+    shown = ", ".join(map(str, its[:12])) + (f", ... ({len(its)} in all)" if len(its) > 12 else "")
+    total = sum(f.stat().st_size for f in files)
+    lines = [f"records   {len(files)} iterations: {shown}; {total / 2**20:.1f} MiB on disk"]
+    lines.append(f"          variables of {files[-1].name} (size on disk):")
+    from .schema import VARIABLES
+
+    for name, dims, shape, nbytes, dtype in storage(files[-1]):
+        if name not in VARIABLES:
+            continue
+        shape_text = ", ".join(f"{d}={s}" for d, s in zip(dims, shape, strict=True))
+        lines.append(f"            {name:<16} {dtype:<8} ({shape_text})  {nbytes / 2**20:.2f} MiB")
+    return lines
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Recompute every recorded gradient and contract signals with traces; exit 1 on mismatch."""
+    from .io import record_files
+    from .verify import contract, recompute
+
+    path = Path(args.run)
+    files = [path] if path.is_file() else record_files(path)
+    if not files:
+        return _fail(f"no record files in {args.run!r} (train with --record-every K)")
+    worst = 0.0
+    for f in files:
+        errors = recompute(f)
+        line = f"{f.name}: recomputed max rel. error {max(errors.values()):.2e}"
+        try:
+            traced = contract(f)
+            line += f", signal x trace max rel. error {max(traced.values()):.2e}"
+            worst = max(worst, *traced.values())
+        except ValueError as err:
+            line += f" (no contraction check: {str(err).split(': ', 1)[-1]})"
+        worst = max(worst, *errors.values())
+        print(line, flush=True)
+    ok = worst <= args.tolerance
+    print(
+        f"{'OK' if ok else 'MISMATCH'}: worst relative error {worst:.2e} (tolerance "
+        f"{args.tolerance:g})"
+    )
+    return 0 if ok else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -165,7 +223,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_benchmark(args)
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "info": cmd_info, "bench": cmd_bench}
+COMMANDS = {
+    "train": cmd_train,
+    "resume": cmd_resume,
+    "info": cmd_info,
+    "verify": cmd_verify,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

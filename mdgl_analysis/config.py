@@ -88,6 +88,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    """What full-trace recording writes, and when (one HDF5 file per recorded iteration).
+
+    Lists are comma-separated strings so that a config stays flat TOML and ``--set`` works.
+    """
+
+    every: int = 0  # record iterations k with k % every == 0 (0: off)
+    iterations: str = ""  # more iterations to record: integers, "first", "last"
+    trials: str = "all"  # trials of the batch: "all", "0-7", "0,3,5"
+    quantities: str = "state,signals,credit,traces"  # also: eligibility; see schema.GROUPS
+    t_start_ms: float = 0.0  # time window of the per-step quantities
+    t_stop_ms: float = 0.0  # 0: the end of the trial
+    layout: str = "list"  # "list": the initially connected synapses; "dense": every pair
+    dtype: str = "float32"  # of the per-step quantities: float32 or float16
+    rules: str = "all"  # rules whose signals and gradients are recorded ("all"; BPTT always)
+    codec: str = "lz4"  # lz4 or zstd (blosc, byte shuffle), gzip, none
+    chunk_mb: float = 8.0  # HDF5 chunk size of the per-step quantities
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Seed, device, precision and bookkeeping."""
 
@@ -103,6 +123,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     @property
@@ -114,6 +135,7 @@ SECTIONS: dict[str, type] = {
     "network": NetworkConfig,
     "task": TaskConfig,
     "train": TrainConfig,
+    "record": RecordConfig,
     "run": RunConfig,
 }
 
@@ -257,9 +279,108 @@ def validate(cfg: Config) -> Config:
             train.compare_rules,
             f"comma-separated names among {', '.join(RULES)}",
         )
+    _validate_record(cfg)
     _check(run.device in DEVICES, "run.device", run.device, f"one of {', '.join(DEVICES)}")
     _check(run.dtype in DTYPES, "run.dtype", run.dtype, f"one of {', '.join(DTYPES)}")
     return cfg
+
+
+RECORD_LAYOUTS = ("list", "dense")
+RECORD_DTYPES = ("float32", "float16")
+RECORD_CODECS = ("lz4", "zstd", "gzip", "none")
+
+
+def _items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_trials(text: str, batch: int) -> list[int]:
+    """Trial indices from "all", "A-B" (inclusive) or "i,j,k"; raises ConfigError."""
+    key = "record.trials"
+    if text.strip() == "all":
+        return list(range(batch))
+    out: list[int] = []
+    try:
+        for item in _items(text):
+            lo, _, hi = item.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ConfigError(f"{key} = {text!r} is not allowed: all, A-B or i,j,k") from None
+    _check(bool(out), key, text, "at least one trial")
+    _check(len(set(out)) == len(out), key, text, "each trial once")
+    _check(all(0 <= i < batch for i in out), key, text, f"trial indices in 0..{batch - 1}")
+    return sorted(out)
+
+
+def record_iterations(cfg: Config) -> tuple[int, set[int]]:
+    """``(every, explicit)``: the recording schedule with "first"/"last" resolved."""
+    explicit: set[int] = set()
+    for item in _items(cfg.record.iterations):
+        if item == "first":
+            explicit.add(0)
+        elif item == "last":
+            explicit.add(cfg.train.iterations - 1)
+        else:
+            try:
+                explicit.add(int(item))
+            except ValueError:
+                raise ConfigError(
+                    f"record.iterations = {cfg.record.iterations!r} is not allowed: "
+                    "comma-separated integers >= 0, first or last"
+                ) from None
+    _check(
+        all(i >= 0 for i in explicit),
+        "record.iterations",
+        cfg.record.iterations,
+        "integers >= 0, first or last",
+    )
+    return cfg.record.every, explicit
+
+
+def record_rules(cfg: Config) -> list[str]:
+    """Rules recorded: BPTT first, then the local rules (all, or the listed ones)."""
+    from .rules import RULES
+
+    names = list(RULES) if cfg.record.rules.strip() == "all" else _items(cfg.record.rules)
+    return ["bptt", *[n for i, n in enumerate(names) if n != "bptt" and n not in names[:i]]]
+
+
+def _validate_record(cfg: Config) -> None:
+    from .rules import RULES
+    from .schema import GROUPS, OPTIONAL_GROUPS
+
+    rec = cfg.record
+    _check(rec.every >= 0, "record.every", rec.every, "an integer >= 0 (0: off)")
+    record_iterations(cfg)
+    parse_trials(rec.trials, cfg.train.batch)
+    groups = _items(rec.quantities)
+    _check(
+        all(g in OPTIONAL_GROUPS for g in groups) and len(groups) > 0,
+        "record.quantities",
+        rec.quantities,
+        f"comma-separated groups among {', '.join(OPTIONAL_GROUPS)} "
+        f"({', '.join(g for g in GROUPS if g not in OPTIONAL_GROUPS)} are always recorded)",
+    )
+    n_ms = cfg.n_steps * cfg.network.dt
+    stop = rec.t_stop_ms or n_ms
+    _check(
+        0 <= rec.t_start_ms < stop <= n_ms,
+        "record.t_start_ms",
+        rec.t_start_ms,
+        f"0 <= t_start_ms < t_stop_ms <= {n_ms:g} (t_stop_ms 0 = end; here t_stop_ms = "
+        f"{rec.t_stop_ms:g})",
+    )
+    _check(rec.layout in RECORD_LAYOUTS, "record.layout", rec.layout, " or ".join(RECORD_LAYOUTS))
+    _check(rec.dtype in RECORD_DTYPES, "record.dtype", rec.dtype, " or ".join(RECORD_DTYPES))
+    _check(rec.codec in RECORD_CODECS, "record.codec", rec.codec, ", ".join(RECORD_CODECS))
+    _check(rec.chunk_mb > 0, "record.chunk_mb", rec.chunk_mb, "a number > 0")
+    names = _items(rec.rules)
+    _check(
+        rec.rules.strip() == "all" or (names and all(n in RULES for n in names)),
+        "record.rules",
+        rec.rules,
+        f"all, or comma-separated names among {', '.join(RULES)}",
+    )
 
 
 def compare_rules(cfg: Config) -> list[str]:

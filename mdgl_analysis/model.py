@@ -104,8 +104,9 @@ class SpikingNetwork(nn.Module):
         )
 
     def snapshot(self) -> Snapshot:
+        """Detached copies of the current weights (never views of the parameters)."""
         with torch.no_grad():
-            w = Weights(*(t.detach() for t in self.weights()))
+            w = Weights(*(t.detach().clone() for t in self.weights()))
         return Snapshot(w, self.params, self.inhibitory)
 
     def connected(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ from .compare import same_batch
 from .config import Config, compare_rules
 from .model import SpikingNetwork, forward
 from .optim import TFAdam, apply_update
+from .record import RECORDS, Recorder, iteration_of
 from .rules import get_rule
 from .runs import RunFolder, now, pid_alive
 from .task import sample
@@ -111,8 +112,12 @@ class Trainer:
             rows.append((k, split, "reg", ro.reg.item()))
         return rows
 
-    def step(self) -> list[tuple[int, str, str, float]]:
-        """One training step on a fresh batch; returns its metric rows."""
+    def step(self, recorder: Recorder | None = None) -> list[tuple[int, str, str, float]]:
+        """One training step on a fresh batch; returns its metric rows.
+
+        When ``recorder`` schedules this iteration, every recorded rule's gradient is computed on
+        the same batch and the record file is written after the update.
+        """
         t = self.cfg.train
         k = self.iteration
         if k > 1 and k % t.lr_decay_every == 0:
@@ -120,13 +125,22 @@ class Trainer:
                 group["lr"] *= t.lr_decay
         x, target = self.batch("task", t.batch)
         snap = self.net.snapshot()
-        fwd = forward(snap, x, target, self.cfg, lean=True)
+        recording = recorder is not None and recorder.scheduled(k)
+        fwd = forward(snap, x, target, self.cfg, lean=not recording)
         grads = self.rule(snap, fwd)
         rows = self._rows("train", fwd)
+        known = {t.rule: grads}
         if t.compare_every and k % t.compare_every == 0:
-            _, cosines = same_batch(snap, fwd, compare_rules(self.cfg), {t.rule: grads})
+            known, cosines = same_batch(snap, fwd, compare_rules(self.cfg), known)
             rows += [(k, "train", f"cos_{name}", value) for name, value in cosines.items()]
+        if recording:
+            known, _ = same_batch(snap, fwd, recorder.rules, known)
         apply_update(self.net, self.opt, grads, t, self.gens["rewire"])
+        if recording:
+            after = self.net.snapshot().weights
+            info = recorder.write(k, snap, fwd, known, after)
+            rows.append((k, "train", "record_mb", info["bytes"] / 2**20))
+            rows.append((k, "train", "record_s", info["seconds"]))
         rows += [(k, "train", f"n_conn_{m}", c) for m, c in self.net.connected().items()]
         rows.append((k, "train", "lr", self.opt.param_groups[0]["lr"]))
         self.iteration += 1
@@ -165,6 +179,8 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
     """
     cfg = trainer.cfg
     total = cfg.train.iterations
+    recorder = Recorder(cfg, trainer.net, run.path / RECORDS, run.path.name)
+    recorder = recorder if recorder.enabled else None
     bar = tqdm(
         total=total, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True
     )
@@ -175,7 +191,7 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
                 rows = []
                 if trainer.iteration % cfg.train.val_every == 0:
                     rows += trainer.validate()
-                rows += trainer.step()
+                rows += trainer.step(recorder)
                 run.append_metrics(rows)
                 done = trainer.iteration
                 if done % cfg.run.checkpoint_every == 0 or done == total or flag.stop:
@@ -263,6 +279,9 @@ def resume(
         if newer != ckpt and newer.name > ckpt.name:
             newer.unlink()
     run.truncate_metrics(before=trainer.iteration)
+    for record in sorted((run.path / RECORDS).glob("iter_*.h5")):
+        if iteration_of(record) >= trainer.iteration:
+            record.unlink()
     run.write_config(cfg)
     run.update_meta(
         status="running",

@@ -1,0 +1,358 @@
+"""Full-trace recording: one netCDF4/HDF5 file per recorded iteration, streamed in time chunks.
+
+On a recorded iteration the trainer keeps the full trajectory, computes every recorded rule's
+gradient on the same batch, applies its own update, then calls :meth:`Recorder.write`. The writer
+produces the per-step quantities chunk by chunk (traces straight from the forward recursion of
+:mod:`mdgl_analysis.traces`), hands each chunk to a background thread through a bounded queue and
+never holds a recorded quantity's whole time axis at synapse size. The file is written as
+``iter_NNNNNN.h5.tmp`` and renamed when complete, so a killed run leaves only complete records
+(plus at most one ``.tmp`` that readers ignore and ``mdgl resume`` deletes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import h5netcdf
+import h5py
+import hdf5plugin
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import __version__, schema
+from .config import Config, parse_trials, record_iterations, record_rules
+from .model import Forward, Gradients, Snapshot, SpikingNetwork, Weights
+from .rules.bptt import bptt_credit
+from .rules.local import signal_of
+from .traces import Synapses, eligibility_chunks
+
+RECORDS = "records"
+_NUMPY = {"float32": np.float32, "float16": np.float16}
+
+
+def record_path(directory: Path, iteration: int) -> Path:
+    return directory / f"iter_{iteration:06d}.h5"
+
+
+def iteration_of(path: Path) -> int:
+    return int(path.name.split("_")[1].split(".")[0])
+
+
+def codec_options(codec: str) -> dict[str, Any]:
+    """h5py dataset options of a codec name (blosc needs ``import hdf5plugin`` to read)."""
+    if codec == "lz4":
+        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    if codec == "zstd":
+        return dict(hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    if codec == "gzip":
+        return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    return {}
+
+
+class _BackgroundWriter:
+    """Owns the open file; writes ``(name, key, array)`` items from a bounded queue in a thread.
+
+    A failure in the thread (full disk, say) is re-raised in the caller at the next put or close.
+    """
+
+    def __init__(self, file: h5netcdf.File, depth: int = 3):
+        self.file = file
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            name, key, value, event = item
+            try:
+                if event is not None:
+                    event.synchronize()
+                self.file.variables[name][key] = (
+                    value.numpy() if isinstance(value, Tensor) else value
+                )
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller
+                self.error = err
+
+    def put(self, name: str, key: Any, value: Tensor | np.ndarray) -> None:
+        self._raise()
+        event = None
+        if isinstance(value, Tensor) and value.is_cuda:  # pinned staging, copied asynchronously
+            host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            host.copy_(value, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            value = host
+        self.queue.put((name, key, value, event))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+class Recorder:
+    """The recording schedule of a run and the writer of its record files."""
+
+    def __init__(self, cfg: Config, net: SpikingNetwork, directory: Path, run_id: str):
+        self.cfg, self.directory, self.run_id = cfg, Path(directory), run_id
+        rec = cfg.record
+        self.every, self.explicit = record_iterations(cfg)
+        self.trials = parse_trials(rec.trials, cfg.train.batch)
+        self.all_trials = len(self.trials) == cfg.train.batch
+        self.groups = [g.strip() for g in rec.quantities.split(",") if g.strip()]
+        self.variables = schema.selected(self.groups)
+        self.rules = record_rules(cfg)
+        n, n_in = cfg.network.n_rec, cfg.network.n_in
+        if rec.layout == "dense":
+            self.synapses = Synapses.dense(n, n_in, net.b_out.device)
+        else:
+            self.synapses = Synapses.from_masks(net.init_rec, net.init_in)
+        self.input_sign = np.where(net.input_inhibitory.cpu().numpy(), -1, 1).astype(np.int8)
+        dt = cfg.network.dt
+        self.t0 = int(round(rec.t_start_ms / dt))
+        self.t1 = int(round(rec.t_stop_ms / dt)) if rec.t_stop_ms else cfg.n_steps
+        self.float_dtype = _NUMPY[rec.dtype]
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0 or bool(self.explicit)
+
+    def scheduled(self, iteration: int) -> bool:
+        return (self.every > 0 and iteration % self.every == 0) or iteration in self.explicit
+
+    def chunk_steps(self, width: int, itemsize: int) -> int:
+        """Steps per HDF5 chunk of a ``[time, trial, width]`` variable (about ``chunk_mb``)."""
+        per_step = len(self.trials) * width * itemsize
+        steps = int(self.cfg.record.chunk_mb * 2**20 // max(1, per_step))
+        return max(1, min(steps, self.t1 - self.t0))
+
+    # ------------------------------------------------------------------------------------------
+    def write(
+        self,
+        iteration: int,
+        snap: Snapshot,
+        fwd: Forward,
+        grads: dict[str, Gradients],
+        after: Weights,
+    ) -> dict[str, float]:
+        """Write the record of one iteration; returns ``{"bytes": ..., "seconds": ...}``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = record_path(self.directory, iteration)
+        tmp = path.with_name(path.name + ".tmp")
+        start = time.perf_counter()
+        file = h5netcdf.File(tmp, "w")
+        writer = _BackgroundWriter(file)
+        try:
+            self._write(file, writer, iteration, snap, fwd, grads, after)
+            writer.close()
+            file.close()
+        except BaseException:
+            writer.queue.put(None)
+            writer.thread.join()
+            file.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+        return {"bytes": float(path.stat().st_size), "seconds": time.perf_counter() - start}
+
+    def _write(self, f, writer, iteration, snap, fwd, grads, after) -> None:
+        cfg, syn = self.cfg, self.synapses
+        net_cfg = cfg.network
+        traj, p = fwd.traj, snap.params
+        n_steps, batch, n = traj.z.shape
+        n_in, k = fwd.x.shape[-1], snap.weights.w_out.shape[0]
+        model_np = np.float64 if fwd.x.dtype == torch.float64 else np.float32
+        trials = torch.tensor(self.trials, device=traj.z.device)
+        f.dimensions = {
+            "time": self.t1 - self.t0,
+            "trial": len(self.trials),
+            "input_time": n_steps,
+            "batch": batch,
+            "neuron": n,
+            "input": n_in,
+            "output": k,
+            "rule": len(self.rules),
+            "synapse_rec": syn.n_rec,
+            "synapse_in": syn.in_post.numel(),
+        }
+        f.attrs.update(
+            {
+                "schema_version": schema.SCHEMA_VERSION,
+                "iteration": iteration,
+                "run_id": self.run_id,
+                "training_rule": cfg.train.rule,
+                "layout": cfg.record.layout,
+                "dt_ms": net_cfg.dt,
+                "mdgl_analysis_version": __version__,
+                "config": json.dumps(asdict(cfg)),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "Conventions": "CF-1.8",
+            }
+        )
+        pop = n_in // 4
+        names = ["left", "right", "recall", "noise"]
+        w = snap.weights
+        cpu = {
+            "time": (np.arange(self.t0, self.t1) * net_cfg.dt).astype(model_np),
+            "trial": np.asarray(self.trials, dtype=np.int32),
+            "input_time": (np.arange(n_steps) * net_cfg.dt).astype(model_np),
+            "batch": np.arange(batch, dtype=np.int32),
+            "neuron": np.arange(n, dtype=np.int32),
+            "cell_type": np.array(
+                ["I" if i else "E" for i in snap.inhibitory.tolist()], dtype=object
+            ),
+            "adaptive": (p.beta != 0).cpu().numpy().astype(np.int8),
+            "readout": (w.w_out != 0).any(0).cpu().numpy().astype(np.int8),
+            "input": np.arange(n_in, dtype=np.int32),
+            "input_sign": self.input_sign,
+            "input_population": np.array([names[min(i // pop, 3)] for i in range(n_in)], object),
+            "output": np.arange(k, dtype=np.int32),
+            "rule": np.array(self.rules, dtype=object),
+            "post_rec": syn.rec_post.cpu().numpy().astype(np.int32),
+            "pre_rec": syn.rec_pre.cpu().numpy().astype(np.int32),
+            "post_in": syn.in_post.cpu().numpy().astype(np.int32),
+            "pre_in": syn.in_pre.cpu().numpy().astype(np.int32),
+        }
+        for name, var in schema.COORDS.items():
+            dtype = h5py.string_dtype() if var.kind == "str" else cpu[name].dtype
+            v = f.create_variable(name, var.dims, dtype, data=cpu[name])
+            v.attrs.update({"units": var.units, "long_name": var.description})
+
+        codec = codec_options(cfg.record.codec)
+        for name, var in self.variables.items():
+            self._create(f, name, var, codec, model_np)
+
+        def small(name: str, value: Tensor | np.ndarray) -> None:
+            f.variables[name][...] = value.cpu().numpy() if isinstance(value, Tensor) else value
+
+        rec_idx = (syn.rec_post, syn.rec_pre)
+        in_idx = (syn.in_post, syn.in_pre)
+        small("x", fwd.x.to(torch.uint8))
+        small("target", fwd.target)
+        for state_name in ("initial_v", "initial_a", "initial_z"):
+            small(state_name, torch.zeros(batch, n, dtype=fwd.x.dtype))
+        small("grad_rec", torch.stack([grads[r].w_rec[rec_idx] for r in self.rules]))
+        small("grad_in", torch.stack([grads[r].w_in[in_idx] for r in self.rules]))
+        small("grad_out", grads["bptt"].w_out)
+        small("grad_b_out", grads["bptt"].b_out)
+        for name, before, now in [
+            ("rec", w.w_rec[rec_idx], after.w_rec[rec_idx]),
+            ("in", w.w_in[in_idx], after.w_in[in_idx]),
+            ("out", w.w_out, after.w_out),
+        ]:
+            small(f"w_{name}", before)
+            small(f"dw_{name}", now - before)
+        small("b_out", w.b_out)
+        small("db_out", after.b_out - w.b_out)
+        small("loss", np.asarray(fwd.ro.loss.item(), dtype=model_np))
+        small("accuracy", np.asarray(fwd.ro.accuracy.item(), dtype=model_np))
+
+        def stream(name: str, full: Tensor) -> None:
+            """Write a ``[time, batch, neuron]`` tensor's window and trials in HDF5 chunks."""
+            steps = f.variables[name].chunks[0]
+            for s in range(self.t0, self.t1, steps):
+                e = min(s + steps, self.t1)
+                part = full[s:e] if self.all_trials else full[s:e].index_select(1, trials)
+                writer.put(name, slice(s - self.t0, e - self.t0), self._cast(name, part))
+
+        if "state" in self.groups:
+            for name in ("z", "v", "threshold", "a", "psi"):
+                stream(name, getattr(traj, name))
+        credit = None
+        if "credit" in self.groups or "signals" in self.groups:
+            credit = bptt_credit(snap, fwd)
+        if "credit" in self.groups:
+            stream("bptt_credit", credit[0])
+        if "signals" in self.groups:
+            stream("readout_signal", fwd.signal)
+            for r_i, rule in enumerate(self.rules):
+                signal = credit[1] if rule == "bptt" else signal_of(rule, snap, fwd)
+                var = f.variables["learning_signal"]
+                steps = var.chunks[1]
+                for s in range(self.t0, self.t1, steps):
+                    e = min(s + steps, self.t1)
+                    part = signal[s:e] if self.all_trials else signal[s:e].index_select(1, trials)
+                    key = (r_i, slice(s - self.t0, e - self.t0))
+                    writer.put("learning_signal", key, self._cast("learning_signal", part))
+                del signal
+        del credit
+        if "traces" in self.groups or "eligibility" in self.groups:
+            self._stream_traces(f, writer, snap, fwd, trials)
+
+    def _stream_traces(self, f, writer, snap, fwd, trials) -> None:
+        syn = self.synapses
+        n_rec = syn.n_rec
+        steps = f.variables["e_rec" if "traces" in self.groups else "eps_v_rec"].chunks[0]
+        # run the recursion only up to the end of the window; chunks aligned to the window start
+        sub = fwd._replace(
+            traj=fwd.traj._replace(psi=fwd.traj.psi[: self.t1], z=fwd.traj.z[: self.t1])
+        )
+        for c in eligibility_chunks(snap, sub, syn, chunk=steps):
+            s, e = max(c.start, self.t0), min(c.stop, self.t1)
+            if s >= e:
+                continue
+            rows = slice(s - c.start, e - c.start)
+            key = slice(s - self.t0, e - self.t0)
+            parts = {}
+            if "traces" in self.groups:
+                parts["e"] = c.e
+            if "eligibility" in self.groups:
+                parts["eps_v"] = c.eps_v
+                parts["eps_a"] = c.eps_a
+            for stem, full in parts.items():
+                block = full[rows] if self.all_trials else full[rows].index_select(1, trials)
+                writer.put(f"{stem}_rec", key, self._cast(f"{stem}_rec", block[..., :n_rec]))
+                writer.put(f"{stem}_in", key, self._cast(f"{stem}_in", block[..., n_rec:]))
+
+    def _cast(self, name: str, value: Tensor) -> Tensor:
+        var = schema.VARIABLES[name]
+        if var.kind == "count":
+            return value.to(torch.uint8).contiguous()
+        if var.kind == "float":
+            dtype = torch.float16 if self.float_dtype is np.float16 else torch.float32
+            return value.to(dtype).contiguous()
+        return value.contiguous()
+
+    def _create(self, f, name: str, var: schema.Var, codec: dict, model_np) -> None:
+        dtype = {
+            "float": self.float_dtype,
+            "model": model_np,
+            "count": np.uint8,
+            "int": np.int64,
+        }[var.kind]
+        shape = tuple(f.dimensions[d].size for d in var.dims)
+        kwargs: dict[str, Any] = {}
+        if "time" in var.dims:
+            width = int(np.prod([s for s, d in zip(shape, var.dims) if d not in ("time", "rule")]))
+            width //= max(1, len(self.trials))
+            steps = self.chunk_steps(width, np.dtype(dtype).itemsize)
+            chunks = tuple(
+                1 if d == "rule" else steps if d == "time" else s
+                for d, s in zip(var.dims, shape, strict=True)
+            )
+            kwargs = {"chunks": chunks, **codec}
+        elif int(np.prod(shape or (1,))) * np.dtype(dtype).itemsize > 1 << 20:
+            kwargs = {"chunks": True, **codec}
+        v = f.create_variable(name, var.dims, dtype, **kwargs)
+        v.attrs.update({"units": var.units, "long_name": var.description})
+        coords = schema.coordinates_attr(var.dims)
+        if coords:
+            v.attrs["coordinates"] = coords
