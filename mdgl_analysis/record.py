@@ -36,6 +36,7 @@ from .traces import Synapses, eligibility_chunks
 
 RECORDS = "records"
 _NUMPY = {"float32": np.float32, "float16": np.float16}
+_TIME_DIMS = ("time", "trial", "rule")  # dims not counted in a chunk's per-trial width
 
 
 def record_path(directory: Path, iteration: int) -> Path:
@@ -341,8 +342,8 @@ class Recorder:
         shape = tuple(f.dimensions[d].size for d in var.dims)
         kwargs: dict[str, Any] = {}
         if "time" in var.dims:
-            width = int(np.prod([s for s, d in zip(shape, var.dims) if d not in ("time", "rule")]))
-            width //= max(1, len(self.trials))
+            per_trial = [s for s, d in zip(shape, var.dims, strict=True) if d not in _TIME_DIMS]
+            width = int(np.prod(per_trial))
             steps = self.chunk_steps(width, np.dtype(dtype).itemsize)
             chunks = tuple(
                 1 if d == "rule" else steps if d == "time" else s
