@@ -11,9 +11,12 @@ never holds a recorded quantity's whole time axis at synapse size. The file is w
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import queue
+import shutil
 import threading
 import time
 from dataclasses import asdict
@@ -25,6 +28,11 @@ import h5py
 import hdf5plugin
 import numpy as np
 import torch
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 from torch import Tensor
 
 from . import __version__, schema
@@ -145,6 +153,42 @@ class Recorder:
         steps = int(self.cfg.record.chunk_mb * 2**20 // max(1, per_step))
         return max(1, min(steps, self.t1 - self.t0))
 
+    def estimate_bytes(self, fwd: Forward) -> int:
+        """Upper bound of a record's size: every variable uncompressed."""
+        n_steps, batch, n = fwd.traj.z.shape
+        sizes = {
+            "time": self.t1 - self.t0,
+            "trial": len(self.trials),
+            "input_time": n_steps,
+            "batch": batch,
+            "neuron": n,
+            "input": fwd.x.shape[-1],
+            "output": 16,
+            "rule": len(self.rules),
+            "synapse_rec": self.synapses.n_rec,
+            "synapse_in": self.synapses.in_post.numel(),
+        }
+        itemsize = {"float": np.dtype(self.float_dtype).itemsize, "model": 8, "count": 1, "int": 8}
+        total = 1 << 20  # coordinates, attributes and HDF5 metadata
+        for var in self.variables.values():
+            total += int(np.prod([sizes[d] for d in var.dims])) * itemsize[var.kind]
+        return total
+
+    def _check_space(self, fwd: Forward) -> None:
+        """Refuse to start a record that cannot fit (free disk space, RLIMIT_FSIZE)."""
+        need = self.estimate_bytes(fwd)
+        free = shutil.disk_usage(self.directory).free
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0] if resource else -1
+        room = free if limit in (-1, resource.RLIM_INFINITY) else min(free, limit)
+        if need > room:
+            raise OSError(
+                errno.ENOSPC,
+                f"not enough room for a record of up to {need / 2**20:.0f} MiB "
+                f"({room / 2**20:.0f} MiB available: free disk space or the file size limit); "
+                "record fewer quantities, trials or steps (record.*)",
+                str(self.directory),
+            )
+
     # ------------------------------------------------------------------------------------------
     def write(
         self,
@@ -156,6 +200,7 @@ class Recorder:
     ) -> dict[str, float]:
         """Write the record of one iteration; returns ``{"bytes": ..., "seconds": ...}``."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_space(fwd)
         path = record_path(self.directory, iteration)
         tmp = path.with_name(path.name + ".tmp")
         start = time.perf_counter()
@@ -168,7 +213,11 @@ class Recorder:
         except BaseException:
             writer.queue.put(None)
             writer.thread.join()
-            file.close()
+            # h5netcdf's close() flushes its metadata, which crashes HDF5 after a failed write
+            # (full disk): close the HDF5 file directly; the partial file is deleted anyway
+            with contextlib.suppress(Exception):
+                file._h5file.close()
+            file._closed = True  # and never flush it later (h5netcdf's __del__)
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, path)

@@ -23,7 +23,7 @@ tensor); :mod:`mdgl_analysis.traces` computes the same sums from explicit forwar
 
 from __future__ import annotations
 
-import logging
+import warnings
 
 import torch
 from torch import Tensor
@@ -31,8 +31,6 @@ from torch import Tensor
 from ..model import Forward, Gradients, Snapshot
 from ..readout import readout_gradients, readout_kernel
 from .adjoint import adjoint, synaptic_gradients
-
-log = logging.getLogger(__name__)
 
 BLOCKS = {"EE": (False, False), "EI": (False, True), "IE": (True, False), "II": (True, True)}
 """Cell-type blocks named pre->post (``"EI"`` is E -> I): (pre inhibitory, post inhibitory)."""
@@ -65,7 +63,11 @@ def modulatory_weights(w_rec: Tensor, inhibitory: Tensor, kind: str) -> Tensor:
             continue
         count = int((exists & mask).sum())
         if count == 0:
-            log.warning("MDGL: cell-type block %s has no connection; its average is 0", name)
+            warnings.warn(
+                f"MDGL: cell-type block {name} has no connection; its average is 0",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             continue
         out[mask & exists] = w_rec[mask].sum() / count
     return out
