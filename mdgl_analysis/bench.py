@@ -23,6 +23,7 @@ from .rules.bptt import bptt_autograd
 
 BASELINES = {"bptt_autograd"}
 TRACES = {"traces_list", "traces_dense"}  # the forward trace iterator (recording), not a rule
+RECORDS = {"record_list", "record_dense"}  # one recorded iteration with every quantity and rule
 
 
 def _autograd_rule(cfg):
@@ -61,11 +62,75 @@ def _traces_rule(trainer, dense: bool):
     return rule
 
 
+def record_worker(layout: str, threads: int, preset: str, overrides: list[str], device: str):
+    """Time one recorded iteration against a plain one and a raw write of the same bytes."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from .record import Recorder
+    from .train import Trainer
+
+    cfg = config_mod.resolve(
+        None,
+        preset,
+        [*overrides, "record.every=1", f"record.layout={layout}",
+         "record.quantities=state,signals,credit,traces,eligibility"],
+        {"run.device": device},
+    )
+    runtime.configure(threads)
+    trainer = Trainer(cfg, runtime.resolve_device(cfg.run.device))
+    folder = Path(tempfile.mkdtemp(prefix="mdgl-bench-", dir=os.environ.get("MDGL_BENCH_DIR")))
+    recorder = Recorder(cfg, trainer.net, folder, "bench")
+    trainer.step()
+    t0 = time.perf_counter()
+    trainer.step()
+    plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = trainer.step(recorder)
+    recorded = time.perf_counter() - t0
+    info = {name: value for _, _, name, value in rows}
+    (path,) = folder.glob("iter_*.h5")
+    size = path.stat().st_size
+    batch = trainer.batch("task", cfg.train.batch)  # only for the size estimate's shapes
+    from .model import forward
+
+    logical = recorder.estimate_bytes(forward(trainer.net.snapshot(), *batch, cfg))
+    path.unlink()
+    # a raw sequential write of the same number of (uncompressed) bytes, 16 MiB at a time
+    block = os.urandom(16 << 20)
+    raw = folder / "raw.bin"
+    t0 = time.perf_counter()
+    with open(raw, "wb") as f:
+        for _ in range(logical // len(block) + 1):
+            f.write(block)
+    raw_s = time.perf_counter() - t0
+    raw.unlink()
+    folder.rmdir()
+    return {
+        "rule": f"record_{layout}",
+        "threads": threads,
+        "device": str(trainer.device),
+        "plain_step_s": plain,
+        "recorded_step_s": recorded,
+        "record_write_s": info["record_s"],
+        "record_mb_on_disk": size / 2**20,
+        "record_mb_logical": logical / 2**20,
+        "write_mb_per_s": logical / 2**20 / info["record_s"],
+        "raw_write_mb_per_s": (logical // len(block) + 1) * 16 / raw_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "s_per_iter_median": recorded,
+        "s_per_iter_min": recorded,
+    }
+
+
 def worker(
     rule: str, threads: int, iterations: int, preset: str, overrides: list[str], device: str
 ) -> dict:
     from .train import Trainer
 
+    if rule in RECORDS:
+        return record_worker(rule.split("_")[1], threads, preset, overrides, device)
     cfg = config_mod.resolve(None, preset, overrides, {"run.device": device})
     runtime.configure(threads)
     trainer = Trainer(cfg, runtime.resolve_device(cfg.run.device))
@@ -101,8 +166,8 @@ def worker(
 def run_benchmark(args: argparse.Namespace) -> int:
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     for r in rules:
-        if r not in RULES and r not in BASELINES | TRACES:
-            known = ", ".join([*RULES, *sorted(BASELINES | TRACES)])
+        if r not in RULES and r not in BASELINES | TRACES | RECORDS:
+            known = ", ".join([*RULES, *sorted(BASELINES | TRACES | RECORDS)])
             raise config_mod.ConfigError(f"--rules: unknown rule {r!r}; rules: {known}")
     try:
         threads = [int(t) for t in args.threads.split(",")]
@@ -139,6 +204,16 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 f"{res['peak_rss_mb']:>13.0f}  {res['device']}",
                 flush=True,
             )
+            if r in RECORDS:
+                print(
+                    f"    plain step {res['plain_step_s']:.2f} s, recorded step "
+                    f"{res['recorded_step_s']:.2f} s (writing {res['record_write_s']:.2f} s); "
+                    f"{res['record_mb_logical']:.0f} MiB of data, "
+                    f"{res['record_mb_on_disk']:.0f} MiB on disk; "
+                    f"{res['write_mb_per_s']:.0f} MiB/s vs raw sequential write "
+                    f"{res['raw_write_mb_per_s']:.0f} MiB/s",
+                    flush=True,
+                )
     return 0
 
 
