@@ -74,8 +74,12 @@ def record_worker(layout: str, threads: int, preset: str, overrides: list[str], 
     cfg = config_mod.resolve(
         None,
         preset,
-        [*overrides, "record.every=1", f"record.layout={layout}",
-         "record.quantities=state,signals,credit,traces,eligibility"],
+        [
+            *overrides,
+            "record.every=1",
+            f"record.layout={layout}",
+            "record.quantities=state,signals,credit,traces,eligibility",
+        ],
         {"run.device": device},
     )
     runtime.configure(threads)

@@ -124,6 +124,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _report(run: RunFolder, status: str) -> None:
     print(f"run {status}: {run.path}")
     print(f"  inspect it with: mdgl info {run.path}")
+    if (run.path / "records").is_dir():
+        print(f"  check its records:  mdgl verify {run.path}")
+        print(
+            '  open them lazily:   python -c "import mdgl_analysis as m; '
+            f"ds = m.open_run('{run.path}'); print(ds)\""
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> int:

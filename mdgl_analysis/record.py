@@ -124,7 +124,7 @@ class _BackgroundWriter:
                 return False
             offset.append(start)
             sizes.append(size)
-        if tuple(sizes) != tuple(array.shape[-len(sizes):]) and int(np.prod(sizes)) != array.size:
+        if tuple(sizes) != tuple(array.shape[-len(sizes) :]) and int(np.prod(sizes)) != array.size:
             return False
         block = array.reshape(sizes)
         if tuple(sizes) != tuple(chunks):  # an edge chunk is stored at full size
@@ -136,8 +136,12 @@ class _BackgroundWriter:
         if self.blosc is not None:
             cname, clevel = self.blosc
             data = blosc.compress_ptr(
-                block.ctypes.data, block.size, typesize=block.dtype.itemsize, clevel=clevel,
-                shuffle=blosc.SHUFFLE, cname=cname,
+                block.ctypes.data,
+                block.size,
+                typesize=block.dtype.itemsize,
+                clevel=clevel,
+                shuffle=blosc.SHUFFLE,
+                cname=cname,
             )
         dataset.id.write_direct_chunk(tuple(offset), data)
         return True
