@@ -63,6 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_OR_FILE")
     p.add_argument("--tolerance", type=float, default=1e-5, help="largest relative error allowed")
 
+    p = sub.add_parser("analyze", help="gradient alignment of recorded runs with BPTT")
+    p.add_argument("what", choices=["alignment"], help="the analysis")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or folders holding runs)")
+    p.add_argument(
+        "--by",
+        choices=["iteration", "block", "time"],
+        default="iteration",
+        help="per weight matrix and iteration, per cell-type block, or per time window",
+    )
+    p.add_argument("--window-ms", type=float, default=100.0, help="time window for --by time")
+    p.add_argument("--out", metavar="FILE", help="write the tidy result (.csv or .nc)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler")
+    p.add_argument("--workers", type=int, help="a local dask cluster of N worker processes")
+    p.add_argument("--memory-limit", default=None, help="per local worker, e.g. 1GB")
+
+    p = sub.add_parser("figures", help="run every figure script of analyses/ on runs")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", required=True, metavar="DIR")
+
     p = sub.add_parser("bench", help="seconds per iteration and peak RSS of each rule")
     p.add_argument("--rules", default="bptt,bptt_autograd", help="comma-separated rules")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
@@ -223,6 +242,91 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import analysis
+    from .io import open_run, record_files
+
+    if args.out and Path(args.out).suffix not in (".csv", ".nc"):
+        return _fail(f"--out {args.out!r}: the file must end in .csv or .nc")
+    if args.workers is not None and args.workers < 1:
+        return _fail(f"--workers {args.workers}: an integer >= 1")
+    if args.window_ms <= 0:
+        return _fail(f"--window-ms {args.window_ms:g}: a number > 0")
+    runs = analysis.find_runs(args.runs)
+    runs = [r for r in runs if record_files(r)]
+    if not runs:
+        return _fail(f"no recorded runs in {' '.join(args.runs)} (train with --record-every K)")
+    results, tables = [], []
+    with analysis.scheduler(args.scheduler, args.workers, args.memory_limit):
+        for run in runs:
+            cfg = analysis.run_config(run)
+            ds = open_run(run)
+            if args.by == "time":
+                res = analysis.time_alignment(ds, args.window_ms)
+            else:
+                res = analysis.gradient_alignment(
+                    ds, "matrix" if args.by == "iteration" else "block"
+                )
+            res = res.compute()
+            results.append(res.expand_dims(run=[str(run)]))
+            table = analysis.tidy(res)
+            table.insert(0, "seed", cfg["run"]["seed"])
+            table.insert(0, "training_rule", cfg["train"]["rule"])
+            table.insert(0, "run", str(run))
+            tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    column = "window" if args.by == "time" else "part"
+    summary = table.pivot_table(index="rule", columns=column, values="cosine", aggfunc="mean")
+    print(f"cosine similarity with BPTT, mean over {len(runs)} run(s) and recorded iterations:")
+    print(summary.round(3).to_string())
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".csv":
+            table.to_csv(out, index=False)
+        else:
+            import xarray as xr
+
+            xr.concat(results, dim="run", join="outer").to_netcdf(out, engine="h5netcdf")
+        print(f"wrote {out}")
+    return 0
+
+
+FIGURE_SCRIPTS = (
+    "fig3c_learning_curves",
+    "alignment_over_training",
+    "alignment_by_block",
+    "alignment_over_time",
+    "recorded_trial",
+)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    import subprocess
+
+    folder = Path(__file__).resolve().parent.parent / "analyses"
+    if not folder.is_dir():
+        return _fail(
+            f"the figure scripts are not installed here (no {folder}); run from a checkout"
+        )
+    failed = []
+    for name in FIGURE_SCRIPTS:
+        script = folder / f"{name}.py"
+        done = subprocess.run(
+            [sys.executable, str(script), *args.runs, "--out", args.out],
+            capture_output=True,
+            text=True,
+        )
+        print(done.stdout, end="")
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            failed.append(name)
+            print(f"{name}: failed: {lines[-1] if lines else done.returncode}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
@@ -234,6 +338,8 @@ COMMANDS = {
     "resume": cmd_resume,
     "info": cmd_info,
     "verify": cmd_verify,
+    "analyze": cmd_analyze,
+    "figures": cmd_figures,
     "bench": cmd_bench,
 }
 

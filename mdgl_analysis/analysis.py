@@ -1,0 +1,398 @@
+"""Gradient-alignment analyses: pure functions on xarray objects, lazy and out of core.
+
+Every function takes and returns xarray objects (or a pandas table for metrics) and reduces over
+named dimensions (``dim=``). Nothing is computed until the caller asks (``.compute()``,
+``.values``, :func:`compute`), so the same code runs on one machine with the threaded scheduler or
+on a ``dask.distributed`` cluster, with memory bounded by a few chunks.
+
+Vocabulary: the dims of :mod:`mdgl_analysis.schema`; cell-type blocks are named pre->post
+(``EI`` = E -> I) and input blocks ``inE``, ``inI`` (input synapses onto E or I cells).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .io import open_run
+
+REFERENCE = "bptt"
+BLOCKS_REC = ("EE", "EI", "IE", "II")
+BLOCKS_IN = ("inE", "inI")
+
+
+# ------------------------------------------------------------------------------------------------
+# elementary measures
+
+
+def cosine(a: xr.DataArray, b: xr.DataArray, dim: str | Sequence[str]) -> xr.DataArray:
+    """Cosine similarity of ``a`` and ``b`` along ``dim`` (NaN where either norm is zero)."""
+    dot = (a * b).sum(dim)
+    norm = np.sqrt((a * a).sum(dim) * (b * b).sum(dim))
+    return (dot / norm.where(norm > 0)).rename("cosine")
+
+
+def angle(a: xr.DataArray, b: xr.DataArray, dim: str | Sequence[str]) -> xr.DataArray:
+    """Angle in degrees between ``a`` and ``b`` along ``dim``."""
+    return np.degrees(np.arccos(cosine(a, b, dim).clip(-1.0, 1.0))).rename("angle")
+
+
+def norm_ratio(a: xr.DataArray, b: xr.DataArray, dim: str | Sequence[str]) -> xr.DataArray:
+    """``|a| / |b|`` along ``dim``."""
+    nb = np.sqrt((b * b).sum(dim))
+    return (np.sqrt((a * a).sum(dim)) / nb.where(nb > 0)).rename("norm_ratio")
+
+
+def compare_with(
+    values: xr.DataArray, dim: str | Sequence[str], reference: str = REFERENCE
+) -> xr.Dataset:
+    """Cosine, angle and norm ratio of every ``rule`` of ``values`` against ``reference``."""
+    ref = values.sel(rule=reference)
+    others = values.sel(rule=[r for r in values.rule.values if r != reference])
+    return xr.Dataset(
+        {
+            "cosine": cosine(others, ref, dim),
+            "angle": angle(others, ref, dim),
+            "norm_ratio": norm_ratio(others, ref, dim),
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# cell types
+
+
+def synapse_blocks(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    """Block label of every recurrent (``EE``, ``EI``, ``IE``, ``II``) and input synapse
+    (``inE``, ``inI``), from the ``cell_type``, ``post_*`` and ``pre_*`` coordinates."""
+    types = np.asarray(ds.cell_type.values).astype(str)
+    post_rec = np.asarray(ds.post_rec.values, dtype=int)
+    pre_rec = np.asarray(ds.pre_rec.values, dtype=int)
+    post_in = np.asarray(ds.post_in.values, dtype=int)
+    rec = np.char.add(types[pre_rec], types[post_rec])
+    inp = np.char.add("in", types[post_in])
+    return (
+        xr.DataArray(rec, dims="synapse_rec", name="block"),
+        xr.DataArray(inp, dims="synapse_in", name="block"),
+    )
+
+
+def neuron_groups(ds: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Boolean ``[neuron]`` masks of the groups that receive credit: output cells (a readout
+    weight), E, I, adaptive (ALIF), and all cells."""
+    ctype = ds.cell_type.astype(str)
+    readout = ds.readout
+    if "iteration" in readout.dims:  # the readout set may change with training: use the first
+        readout = readout.isel(iteration=0)
+    return {
+        "output": readout.astype(bool),
+        "E": ctype == "E",
+        "I": ctype == "I",
+        "adaptive": ds.adaptive.astype(bool),
+        "all": xr.ones_like(ds.adaptive, dtype=bool),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# alignment of recorded gradients
+
+
+def gradient_alignment(ds: xr.Dataset, by: str = "matrix") -> xr.Dataset:
+    """Alignment of each rule's recorded gradient with BPTT's, per iteration.
+
+    Only synapses that exist at that iteration (nonzero weight) are compared.
+
+    Args:
+        ds: records (:func:`~mdgl_analysis.io.open_run`), dims ``iteration``, ``rule``, ...
+        by: ``"matrix"`` (``part`` = rec, in) or ``"block"`` (``part`` = EE, EI, IE, II,
+            inE, inI).
+    Returns:
+        Dataset with ``cosine``, ``angle``, ``norm_ratio`` over (..., ``rule``, ``part``).
+    """
+    if by not in ("matrix", "block"):
+        raise ValueError(f"by = {by!r} is not allowed: matrix or block")
+    parts: dict[str, tuple[xr.DataArray, str]] = {}
+    exist_rec = ds.w_rec != 0
+    exist_in = ds.w_in != 0
+    if by == "matrix":
+        parts["rec"] = (ds.grad_rec.where(exist_rec, 0.0), "synapse_rec")
+        parts["in"] = (ds.grad_in.where(exist_in, 0.0), "synapse_in")
+    else:
+        block_rec, block_in = synapse_blocks(ds)
+        for b in BLOCKS_REC:
+            parts[b] = (ds.grad_rec.where(exist_rec & (block_rec == b), 0.0), "synapse_rec")
+        for b in BLOCKS_IN:
+            parts[b] = (ds.grad_in.where(exist_in & (block_in == b), 0.0), "synapse_in")
+    out = [compare_with(g, dim).expand_dims(part=[name]) for name, (g, dim) in parts.items()]
+    return xr.concat(out, dim="part")
+
+
+def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
+    """Per-step gradient contribution ``sum_trial s_rule(t)[post] * e(t)`` of every rule, lazily.
+
+    BPTT's, in the same factorisation, is the total learning signal times the same traces
+    (spec I.3). Summed over ``time`` it equals the recorded gradient when every trial and the
+    whole trial were recorded.
+
+    Returns:
+        DataArray (..., ``rule``, ``time``, ``synapse_<matrix>``).
+    """
+    post = ds[f"post_{matrix}"]
+    signal = ds.learning_signal.isel(neuron=post.astype(int))
+    signal = signal.drop_vars(
+        [c for c in signal.coords if c in ("neuron", "cell_type", "adaptive", "readout")],
+        errors="ignore",
+    )
+    return (signal * ds[f"e_{matrix}"]).sum("trial").rename(f"contribution_{matrix}")
+
+
+def _windows(da: xr.DataArray, window_ms: float) -> xr.DataArray:
+    """Sum ``time`` into windows of ``window_ms``; the new ``window`` coordinate is its start."""
+    dt = float(da.time[1] - da.time[0]) if da.sizes["time"] > 1 else 1.0
+    steps = max(1, int(round(window_ms / dt)))
+    summed = da.coarsen(time=steps, boundary="trim").sum()
+    starts = da.time.values[: summed.sizes["time"] * steps : steps]
+    return summed.rename(time="window").assign_coords(window=("window", starts))
+
+
+def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec") -> xr.Dataset:
+    """Alignment with BPTT of each rule's gradient contributions per time window of the trial.
+
+    Contributions are summed within each window (existing synapses only), then compared with
+    BPTT's over synapses. Lazy; reads the traces and signals chunk by chunk when computed.
+    """
+    contrib = _windows(step_contributions(ds, matrix), window_ms)
+    exists = ds[f"w_{matrix}"] != 0
+    return compare_with(contrib.where(exists, 0.0), f"synapse_{matrix}")
+
+
+def signal_alignment(ds: xr.Dataset, window_ms: float = 100.0) -> xr.Dataset:
+    """Alignment of each rule's per-neuron signal with the total learning signal (BPTT), per
+    neuron group and time window, over trials and neurons."""
+    signal = _windows(ds.learning_signal, window_ms)
+    out = []
+    for name, mask in neuron_groups(ds).items():
+        part = signal.where(mask, 0.0)
+        out.append(compare_with(part, ("trial", "neuron")).expand_dims(group=[name]))
+    return xr.concat(out, dim="group")
+
+
+def credit_by_type(ds: xr.Dataset) -> xr.DataArray:
+    """Which cells receive credit: root-mean-square of each rule's per-neuron signal over time
+    and trials, averaged over the cells of each group. Dims (..., ``rule``, ``group``)."""
+    rms = np.sqrt((ds.learning_signal**2).mean(("time", "trial")))
+    out = [
+        rms.where(mask).mean("neuron").expand_dims(group=[g])
+        for g, mask in neuron_groups(ds).items()
+    ]
+    return xr.concat(out, dim="group").rename("signal_rms")
+
+
+# ------------------------------------------------------------------------------------------------
+# runs and metrics
+
+
+def run_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config of a run folder as nested dicts."""
+    from . import config as config_mod
+
+    return config_mod.to_dict(config_mod.load(Path(path) / "config.toml"))
+
+
+def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"{section}.{key}": value
+        for section, values in cfg.items()
+        for key, value in values.items()
+    }
+
+
+def find_runs(roots: Iterable[str | Path], **query: Any) -> list[Path]:
+    """Run folders under ``roots`` (or the folders themselves) whose config matches ``query``.
+
+    Keys are config fields, dotted (``"train.rule"``) or bare when unambiguous (``rule``,
+    ``seed``); runs are never selected by folder name.
+    """
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        candidates = (
+            [root]
+            if (root / "run.json").is_file()
+            else sorted(p.parent for p in root.rglob("run.json"))
+        )
+        found += [p for p in candidates if _matches(_flat(run_config(p)), query)]
+    return found
+
+
+def _matches(flat: dict[str, Any], query: dict[str, Any]) -> bool:
+    for key, want in query.items():
+        keys = [k for k in flat if k == key or k.split(".", 1)[1] == key]
+        if len(keys) != 1:
+            raise KeyError(f"config key {key!r} is unknown or ambiguous; use section.field")
+        if flat[keys[0]] != want:
+            return False
+    return True
+
+
+def load_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The metrics of many runs as one tidy table.
+
+    Columns: ``run`` (folder name), ``rule``, ``seed``, ``iteration``, ``split``, ``name``,
+    ``value``.
+    """
+    frames = []
+    for path in paths:
+        path = Path(path)
+        cfg = run_config(path)
+        df = pd.read_csv(path / "metrics.csv")
+        df.insert(0, "seed", cfg["run"]["seed"])
+        df.insert(0, "rule", cfg["train"]["rule"])
+        df.insert(0, "run", str(path))
+        frames.append(df)
+    if not frames:
+        raise FileNotFoundError("no runs given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def open_runs(paths: Iterable[str | Path]) -> xr.Dataset:
+    """Records of many runs, lazily, along a new ``run`` dim with ``training_rule``, ``seed`` and
+    ``config`` (JSON) coordinates from each run's config.
+
+    Runs with different seeds have different synapse lists, so synapses are indexed by identity
+    (``synapse_rec = post * n_neuron + pre``, ``synapse_in = post * n_input + pre``) and joined
+    outer: a synapse absent from a run is NaN there. ``post_*``/``pre_*`` are rebuilt after.
+    """
+    datasets = []
+    for path in paths:
+        cfg = run_config(path)
+        ds = open_run(path)
+        n, n_in = ds.sizes["neuron"], ds.sizes["input"]
+        ds = ds.assign_coords(
+            synapse_rec=ds.post_rec.values * n + ds.pre_rec.values,
+            synapse_in=ds.post_in.values * n_in + ds.pre_in.values,
+        ).drop_vars(["post_rec", "pre_rec", "post_in", "pre_in"])
+        datasets.append(
+            ds.expand_dims(run=[str(path)]).assign_coords(
+                training_rule=("run", [cfg["train"]["rule"]]),
+                seed=("run", [cfg["run"]["seed"]]),
+                config=("run", [json.dumps(cfg)]),
+            )
+        )
+    out = xr.concat(
+        datasets, dim="run", data_vars="all", coords="minimal", compat="override", join="outer"
+    )
+    return out.assign_coords(
+        post_rec=("synapse_rec", out.synapse_rec.values // n),
+        pre_rec=("synapse_rec", out.synapse_rec.values % n),
+        post_in=("synapse_in", out.synapse_in.values // n_in),
+        pre_in=("synapse_in", out.synapse_in.values % n_in),
+    )
+
+
+def moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """``np.convolve(values, ones(width)/width, 'valid')`` as the original plot (PLOT)."""
+    if width <= 1 or len(values) < width:
+        return np.asarray(values, dtype=float)
+    return np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def learning_curves(
+    metrics: pd.DataFrame, name: str = "loss", split: str = "val", smooth: int = 5
+) -> pd.DataFrame:
+    """Mean and std over seeds of a metric, per rule and iteration, after a ``smooth``-point
+    moving average of each run (the paper's Fig. 3C smoothing; std with ddof = 1).
+
+    Returns:
+        columns ``rule``, ``iteration``, ``mean``, ``std``, ``n`` (runs).
+    """
+    sel = metrics[(metrics["name"] == name) & (metrics["split"] == split)]
+    rows = []
+    for rule, by_rule in sel.groupby("rule", sort=False):
+        curves = []
+        for _, run in by_rule.groupby("run"):
+            run = run.sort_values("iteration")
+            its = run["iteration"].to_numpy()
+            sm = moving_average(run["value"].to_numpy(), smooth)
+            offset = len(its) - len(sm)
+            curves.append(pd.Series(sm, index=its[offset // 2 : offset // 2 + len(sm)]))
+        table = pd.concat(curves, axis=1)
+        for it, row in table.iterrows():
+            vals = row.dropna().to_numpy()
+            rows.append(
+                {
+                    "rule": rule,
+                    "iteration": int(it),
+                    "mean": vals.mean(),
+                    "std": vals.std(ddof=1) if len(vals) > 1 else 0.0,
+                    "n": len(vals),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# schedulers
+
+
+def _hdf5plugin_worker_plugin():
+    """A dask.distributed worker plugin that registers the blosc filter in every worker."""
+    from distributed import WorkerPlugin
+
+    class ImportHdf5Plugin(WorkerPlugin):
+        name = "mdgl-hdf5plugin"
+
+        def setup(self, worker=None):  # noqa: D102
+            import hdf5plugin  # noqa: F401
+
+    return ImportHdf5Plugin()
+
+
+@contextlib.contextmanager
+def scheduler(
+    address: str | None = None, workers: int | None = None, memory_limit: str | None = None
+) -> Iterator[Any]:
+    """Run dask computations inside on the threaded scheduler (default), an existing
+    ``dask.distributed`` scheduler at ``address``, or a local cluster of ``workers`` processes
+    (one thread each, ``memory_limit`` per worker). Yields the client, or None."""
+    import dask
+
+    if address is None and not workers:
+        with dask.config.set(scheduler="threads"):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if address is not None:
+        client = Client(address)
+        cluster = None
+    else:
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit or "auto",
+            dashboard_address=None,
+        )
+        client = Client(cluster)
+    try:
+        client.register_plugin(_hdf5plugin_worker_plugin())
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def tidy(result: xr.Dataset) -> pd.DataFrame:
+    """An analysis result as a flat table (one row per coordinate combination)."""
+    df = result.to_dataframe().reset_index()
+    keep = [c for c in df.columns if c not in ("cell_type", "adaptive", "readout")]
+    return df[keep]

@@ -1,0 +1,195 @@
+"""Alignment analyses: analytical cases, laziness, schedulers, identities, run selection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import h5netcdf
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from helpers import small_config
+
+from mdgl_analysis import analysis as A
+from mdgl_analysis import config as config_mod
+from mdgl_analysis.cli import main
+from mdgl_analysis.io import open_run
+from mdgl_analysis.schema import VARIABLES
+from mdgl_analysis.train import start
+
+
+def _run(path, rule="mdgl", seed=1, iterations=3):
+    cfg = small_config()
+    cfg = replace(
+        cfg,
+        train=replace(cfg.train, iterations=iterations, rule=rule, val_every=1, compare_every=1),
+        record=replace(cfg.record, every=2, quantities="state,signals,traces", chunk_mb=0.01),
+        run=replace(cfg.run, seed=seed),
+    )
+    run, _ = start(config_mod.validate(cfg), path, ["test"], progress=False)
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return root, [
+        _run(root / "a", "mdgl", 1),
+        _run(root / "b", "eprop", 2),
+        _run(root / "c", "mdgl", 3),
+    ]
+
+
+def test_cosine_angle_and_norm_ratio_on_known_vectors():
+    a = xr.DataArray([[1.0, 2.0, 0.0], [3.0, 0.0, 4.0]], dims=("case", "synapse"))
+    assert float(A.cosine(a, a, "synapse")[0]) == pytest.approx(1.0)
+    assert float(A.cosine(a, -a, "synapse")[1]) == pytest.approx(-1.0)
+    b = xr.DataArray([[-2.0, 1.0, 7.0], [0.0, 5.0, 0.0]], dims=("case", "synapse"))
+    np.testing.assert_allclose(A.cosine(a, b, "synapse"), [0.0, 0.0], atol=1e-15)
+    np.testing.assert_allclose(A.angle(a, b, "synapse"), [90.0, 90.0])
+    np.testing.assert_allclose(A.norm_ratio(2 * a, a, "synapse"), [2.0, 2.0])
+    assert np.isnan(float(A.cosine(a, 0 * a, "synapse")[0]))
+
+
+def test_blocks_are_named_pre_to_post_from_the_cell_types():
+    ds = xr.Dataset(
+        coords={
+            "cell_type": ("neuron", ["I", "E", "E"]),
+            "post_rec": ("synapse_rec", [0, 1, 0, 2]),
+            "pre_rec": ("synapse_rec", [1, 0, 2, 1]),
+            "post_in": ("synapse_in", [0, 2]),
+        }
+    )
+    rec, inp = A.synapse_blocks(ds)
+    assert rec.values.tolist() == ["EI", "IE", "EI", "EE"]
+    assert inp.values.tolist() == ["inI", "inE"]
+
+
+def test_gradient_alignment_selects_existing_synapses_of_each_block():
+    grads = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, -2.0, 3.0, 0.0]])  # bptt, other
+    ds = xr.Dataset(
+        {
+            "grad_rec": (("rule", "synapse_rec"), grads),
+            "w_rec": ("synapse_rec", [0.1, 0.2, 0.0, 0.3]),
+            "grad_in": (("rule", "synapse_in"), [[1.0], [1.0]]),
+            "w_in": ("synapse_in", [0.5]),
+        },
+        coords={
+            "rule": ["bptt", "x"],
+            "cell_type": ("neuron", ["I", "E", "E"]),
+            "post_rec": ("synapse_rec", [0, 1, 0, 2]),
+            "pre_rec": ("synapse_rec", [1, 0, 2, 1]),
+            "post_in": ("synapse_in", [0]),
+        },
+    )
+    by_block = A.gradient_alignment(ds, by="block").cosine.sel(rule="x")
+    assert float(by_block.sel(part="EI")) == pytest.approx(1.0)  # synapse 2 does not exist
+    assert float(by_block.sel(part="IE")) == pytest.approx(-1.0)
+    assert np.isnan(float(by_block.sel(part="EE")))  # other's gradient there is zero
+    rec = A.gradient_alignment(ds).cosine.sel(rule="x", part="rec")
+    expected = (1 - 4) / (np.sqrt(1 + 4 + 16) * np.sqrt(1 + 4))
+    assert float(rec) == pytest.approx(expected)
+
+
+def test_building_the_analyses_reads_no_bulk_data(runs, monkeypatch):
+    _, paths = runs
+    reads: list[str] = []
+    original = h5netcdf.core.BaseVariable.__getitem__
+
+    def spy(self, key):
+        reads.append(self.name.strip("/"))
+        return original(self, key)
+
+    monkeypatch.setattr(h5netcdf.core.BaseVariable, "__getitem__", spy)
+    ds = open_run(paths[0])
+    lazy = [
+        A.gradient_alignment(ds, "block"),
+        A.time_alignment(ds, 10),
+        A.signal_alignment(ds, 10),
+        A.credit_by_type(ds),
+    ]
+    bulk = {n for n, v in VARIABLES.items() if "time" in v.dims}
+    assert not bulk & set(reads)
+    lazy[1].cosine.compute()
+    assert {"e_rec", "learning_signal"} <= set(reads)
+
+
+def test_step_contributions_summed_over_time_equal_the_recorded_gradients(runs):
+    _, paths = runs
+    ds = open_run(paths[0])
+    for matrix in ("rec", "in"):
+        total = A.step_contributions(ds, matrix).sum("time").compute()
+        grad = ds[f"grad_{matrix}"].compute()
+        assert float(np.abs(grad).max()) > 0
+        assert float(np.abs(total - grad).max() / np.abs(grad).max()) < 1e-5
+
+
+@pytest.mark.slow
+def test_threaded_scheduler_and_local_cluster_give_the_same_numbers(runs):
+    _, paths = runs
+    ds = open_run(paths[0])
+    with A.scheduler():
+        threaded = A.time_alignment(ds, 10).compute()
+    with A.scheduler(workers=2, memory_limit="1GB") as client:
+        assert client is not None
+        distributed = A.time_alignment(ds, 10).compute()
+    xr.testing.assert_allclose(threaded, distributed, rtol=1e-6)
+    assert np.isfinite(threaded.cosine.values).any()
+
+
+def test_runs_are_selected_by_config_values_not_folder_names(runs):
+    root, paths = runs
+    assert A.find_runs([root], rule="mdgl") == [paths[0], paths[2]]
+    assert A.find_runs([root], **{"run.seed": 2}) == [paths[1]]
+    with pytest.raises(KeyError, match="ambiguous"):
+        A.find_runs([root], n_steps=3)
+
+
+def test_metrics_of_many_runs_form_one_tidy_table_and_curves_average_over_seeds(runs):
+    _, paths = runs
+    m = A.load_metrics(paths)
+    assert {"run", "rule", "seed", "iteration", "split", "name", "value"} <= set(m.columns)
+    curves = A.learning_curves(m, "loss", "val", smooth=1)
+    mdgl = m[(m.rule == "mdgl") & (m.split == "val") & (m.name == "loss")]
+    at0 = mdgl[mdgl.iteration == 0]["value"]
+    row = curves[(curves.rule == "mdgl") & (curves.iteration == 0)].iloc[0]
+    assert row["mean"] == pytest.approx(at0.mean()) and row["n"] == 2
+    assert row["std"] == pytest.approx(at0.std(ddof=1))
+
+
+def test_moving_average_matches_numpy_valid_convolution():
+    x = np.arange(10.0) ** 2
+    np.testing.assert_allclose(A.moving_average(x, 5), np.convolve(x, np.ones(5) / 5, "valid"))
+
+
+def test_open_runs_stacks_runs_with_rule_and_seed_coordinates(runs):
+    _, paths = runs
+    ds = A.open_runs(paths)
+    assert ds.sizes["run"] == 3
+    assert ds.training_rule.values.tolist() == ["mdgl", "eprop", "mdgl"]
+    assert ds.seed.values.tolist() == [1, 2, 3]
+
+
+def test_cli_analyze_prints_a_table_and_writes_a_tidy_file(runs, tmp_path, capsys):
+    root, _ = runs
+    out = tmp_path / "align.csv"
+    assert main(["analyze", "alignment", str(root), "--by", "block", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cosine similarity with BPTT" in printed and "EE" in printed
+    table = pd.read_csv(out)
+    assert {"run", "training_rule", "seed", "part", "iteration", "rule", "cosine"} <= set(table)
+    assert set(table.part) == {"EE", "EI", "IE", "II", "inE", "inI"}
+    assert main(["analyze", "alignment", str(root), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_open_runs_joins_different_synapse_lists_by_identity(runs):
+    _, paths = runs
+    ds = A.open_runs(paths)
+    one = open_run(paths[1])
+    ids = one.post_rec.values * one.sizes["neuron"] + one.pre_rec.values
+    got = ds.w_rec.sel(run=str(paths[1]), synapse_rec=ids).isel(iteration=0).values
+    np.testing.assert_array_equal(got, one.w_rec.isel(iteration=0).values)
+    assert (
+        ds.post_rec.values * ds.sizes["neuron"] + ds.pre_rec.values == ds.synapse_rec.values
+    ).all()
