@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from helpers import small_config
 
 from mdgl_analysis import analysis as A
 from mdgl_analysis import config as config_mod
@@ -17,6 +16,8 @@ from mdgl_analysis.cli import main
 from mdgl_analysis.io import open_run
 from mdgl_analysis.schema import VARIABLES
 from mdgl_analysis.train import start
+
+from helpers import small_config
 
 
 def _run(path, rule="mdgl", seed=1, iterations=3):
