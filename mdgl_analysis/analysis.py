@@ -144,13 +144,26 @@ def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
     Returns:
         DataArray (..., ``rule``, ``time``, ``synapse_<matrix>``).
     """
-    post = ds[f"post_{matrix}"]
-    signal = ds.learning_signal.isel(neuron=post.astype(int))
-    signal = signal.drop_vars(
-        [c for c in signal.coords if c in ("neuron", "cell_type", "adaptive", "readout")],
-        errors="ignore",
+    post = np.asarray(ds[f"post_{matrix}"].values, dtype=np.intp)
+    synapse = f"synapse_{matrix}"
+
+    def contract(signal: np.ndarray, trace: np.ndarray) -> np.ndarray:
+        # signal [..., trial, neuron], trace [..., trial, synapse] -> [..., synapse]
+        gathered = np.take(signal, post, axis=-1).astype(np.float32)  # a fresh array
+        gathered *= trace
+        return gathered.sum(axis=-2)
+
+    out = xr.apply_ufunc(
+        contract,
+        ds.learning_signal.reset_coords(drop=True),
+        ds[f"e_{matrix}"].reset_coords(drop=True),
+        input_core_dims=[["trial", "neuron"], ["trial", synapse]],
+        output_core_dims=[[synapse]],
+        dask="parallelized",
+        output_dtypes=[np.float32],
     )
-    return (signal * ds[f"e_{matrix}"]).sum("trial").rename(f"contribution_{matrix}")
+    coords = {c: ds[c] for c in (f"post_{matrix}", f"pre_{matrix}") if c in ds.coords}
+    return out.rename(f"contribution_{matrix}").assign_coords(coords)
 
 
 def _windows(da: xr.DataArray, window_ms: float) -> xr.DataArray:

@@ -45,7 +45,6 @@ from .traces import Synapses, eligibility_chunks
 
 RECORDS = "records"
 _NUMPY = {"float32": np.float32, "float16": np.float16}
-_TIME_DIMS = ("time", "trial", "rule")  # dims not counted in a chunk's per-trial width
 
 
 def record_path(directory: Path, iteration: int) -> Path:
@@ -443,11 +442,10 @@ class Recorder:
         shape = tuple(f.dimensions[d].size for d in var.dims)
         kwargs: dict[str, Any] = {}
         if "time" in var.dims:
-            if name.endswith("_in") and name.replace("_in", "_rec") in schema.VARIABLES:
-                shape = (*shape[:-1], f.dimensions["synapse_rec"].size)  # same steps as _rec
-            per_trial = [s for s, d in zip(shape, var.dims, strict=True) if d not in _TIME_DIMS]
-            width = int(np.prod(per_trial))
-            steps = self.chunk_steps(width, np.dtype(dtype).itemsize)
+            # one time chunk for every per-step variable (sized for the widest, the recurrent
+            # traces), so that analyses combine them chunk by chunk without rechunking
+            width = max(f.dimensions["synapse_rec"].size, f.dimensions["neuron"].size)
+            steps = self.chunk_steps(width, np.dtype(self.float_dtype).itemsize)
             chunks = tuple(
                 1 if d == "rule" else steps if d == "time" else f.dimensions[d].size
                 for d in var.dims
