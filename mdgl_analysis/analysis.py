@@ -5,8 +5,10 @@ named dimensions (``dim=``). Nothing is computed until the caller asks (``.compu
 ``.values``, :func:`compute`), so the same code runs on one machine with the threaded scheduler or
 on a ``dask.distributed`` cluster, with memory bounded by a few chunks.
 
-Vocabulary: the dims of :mod:`mdgl_analysis.schema`; cell-type blocks are named pre->post
-(``EI`` = E -> I) and input blocks ``inE``, ``inI`` (input synapses onto E or I cells).
+Vocabulary: the dims of :mod:`mdgl_analysis.schema`; parts are named as in the training metrics
+(``cos_<rule>_<part>``): matrices ``rec``, ``in``; cell-type blocks ``rec_EE``, ``rec_EI``,
+``rec_IE``, ``rec_II`` (pre->post: ``rec_EI`` = E -> I) and ``in_E``, ``in_I`` (input synapses
+onto E or I cells).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import xarray as xr
 from .io import open_run
 
 REFERENCE = "bptt"
-BLOCKS_REC = ("EE", "EI", "IE", "II")
-BLOCKS_IN = ("inE", "inI")
+BLOCKS_REC = ("rec_EE", "rec_EI", "rec_IE", "rec_II")
+BLOCKS_IN = ("in_E", "in_I")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -54,6 +56,7 @@ def compare_with(
     values: xr.DataArray, dim: str | Sequence[str], reference: str = REFERENCE
 ) -> xr.Dataset:
     """Cosine, angle and norm ratio of every ``rule`` of ``values`` against ``reference``."""
+    values = values.drop_attrs()
     ref = values.sel(rule=reference)
     others = values.sel(rule=[r for r in values.rule.values if r != reference])
     return xr.Dataset(
@@ -70,14 +73,14 @@ def compare_with(
 
 
 def synapse_blocks(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
-    """Block label of every recurrent (``EE``, ``EI``, ``IE``, ``II``) and input synapse
-    (``inE``, ``inI``), from the ``cell_type``, ``post_*`` and ``pre_*`` coordinates."""
+    """Block label of every recurrent (``rec_EE``, ``rec_EI``, ``rec_IE``, ``rec_II``) and input
+    synapse (``in_E``, ``in_I``), from the ``cell_type``, ``post_*`` and ``pre_*`` coordinates."""
     types = np.asarray(ds.cell_type.values).astype(str)
     post_rec = np.asarray(ds.post_rec.values, dtype=int)
     pre_rec = np.asarray(ds.pre_rec.values, dtype=int)
     post_in = np.asarray(ds.post_in.values, dtype=int)
-    rec = np.char.add(types[pre_rec], types[post_rec])
-    inp = np.char.add("in", types[post_in])
+    rec = np.char.add("rec_", np.char.add(types[pre_rec], types[post_rec]))
+    inp = np.char.add("in_", types[post_in])
     return (
         xr.DataArray(rec, dims="synapse_rec", name="block"),
         xr.DataArray(inp, dims="synapse_in", name="block"),
@@ -111,8 +114,8 @@ def gradient_alignment(ds: xr.Dataset, by: str = "matrix") -> xr.Dataset:
 
     Args:
         ds: records (:func:`~mdgl_analysis.io.open_run`), dims ``iteration``, ``rule``, ...
-        by: ``"matrix"`` (``part`` = rec, in) or ``"block"`` (``part`` = EE, EI, IE, II,
-            inE, inI).
+        by: ``"matrix"`` (``part`` = rec, in) or ``"block"`` (``part`` = rec_EE, rec_EI,
+            rec_IE, rec_II, in_E, in_I).
     Returns:
         Dataset with ``cosine``, ``angle``, ``norm_ratio`` over (..., ``rule``, ``part``).
     """
@@ -149,13 +152,13 @@ def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
 
     def contract(signal: np.ndarray, trace: np.ndarray) -> np.ndarray:
         # signal [..., trial, neuron], trace [..., trial, synapse] -> [..., synapse]
-        gathered = np.take(signal, post, axis=-1).astype(np.float32)  # a fresh array
+        gathered = np.take(signal, post, axis=-1)  # a fresh array, multiplied in place
         gathered *= trace
         return gathered.sum(axis=-2)
 
     out = xr.apply_ufunc(
         contract,
-        ds.learning_signal.reset_coords(drop=True),
+        ds.learning_signal.reset_coords(drop=True).chunk({"rule": -1}),  # every rule per block
         ds[f"e_{matrix}"].reset_coords(drop=True),
         input_core_dims=[["trial", "neuron"], ["trial", synapse]],
         output_core_dims=[[synapse]],

@@ -82,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", required=True, metavar="DIR")
 
+    p = sub.add_parser("sweep", help="train every (rule, seed) of a config, resumable")
+    p.add_argument("config", metavar="CONFIG", help="a TOML config file or a preset name")
+    p.add_argument("--rules", default="bptt,eprop,mdgl")
+    p.add_argument("--seeds", default="1-5", help="A-B or a,b,c")
+    p.add_argument("--iterations", help="training iterations of every run")
+    p.add_argument("--record-every", metavar="K", help="record every K-th iteration")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="submit runs to a dask cluster")
+    p.add_argument("--out", metavar="DIR", help="sweep folder (default runs/sweep-<config>)")
+
     p = sub.add_parser("bench", help="seconds per iteration and peak RSS of each rule")
     p.add_argument("--rules", default="bptt,bptt_autograd", help="comma-separated rules")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
@@ -327,6 +338,30 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import Sweep, parse_rules, parse_seeds
+
+    rules, seeds = parse_rules(args.rules), parse_seeds(args.seeds)
+    if args.jobs < 1:
+        return _fail(f"--jobs {args.jobs} is not allowed: an integer >= 1")
+    is_file = args.config.endswith(".toml") or Path(args.config).exists()
+    cfg = config_mod.resolve(
+        args.config if is_file else None,
+        None if is_file else args.config,
+        args.set,
+        {"train.iterations": args.iterations, "record.every": args.record_every},
+    )
+    name = Path(args.config).stem if is_file else args.config
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{name}"
+    sweep = Sweep.create_or_open(out, cfg, rules, seeds)
+    print(f"sweep {out}: {len(rules)} rules x {len(seeds)} seeds, "
+          f"{cfg.train.iterations} iterations each, manifest {sweep.manifest}")
+    entries = sweep.run(rules, seeds, args.jobs, args.scheduler)
+    failed = [e for e in entries if e["status"] != "completed"]
+    print(f"{len(entries) - len(failed)} completed, {len(failed)} not completed")
+    return 1 if failed else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
@@ -340,6 +375,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "analyze": cmd_analyze,
     "figures": cmd_figures,
+    "sweep": cmd_sweep,
     "bench": cmd_bench,
 }
 

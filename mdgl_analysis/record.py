@@ -442,10 +442,15 @@ class Recorder:
         shape = tuple(f.dimensions[d].size for d in var.dims)
         kwargs: dict[str, Any] = {}
         if "time" in var.dims:
-            # one time chunk for every per-step variable (sized for the widest, the recurrent
-            # traces), so that analyses combine them chunk by chunk without rechunking
-            width = max(f.dimensions["synapse_rec"].size, f.dimensions["neuron"].size)
-            steps = self.chunk_steps(width, np.dtype(self.float_dtype).itemsize)
+            # time chunks nest: the widest variables (recurrent traces) set a base length, every
+            # other per-step variable takes the largest multiple of it that fits chunk_mb, so
+            # analyses combine variables chunk by chunk without reading any chunk twice
+            itemsize = np.dtype(self.float_dtype).itemsize
+            base = self.chunk_steps(
+                max(f.dimensions["synapse_rec"].size, f.dimensions["neuron"].size), itemsize
+            )
+            width = f.dimensions[var.dims[-1]].size
+            steps = self.chunk_steps(width, np.dtype(dtype).itemsize) // base * base or base
             chunks = tuple(
                 1 if d == "rule" else steps if d == "time" else f.dimensions[d].size
                 for d in var.dims

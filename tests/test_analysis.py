@@ -63,8 +63,8 @@ def test_blocks_are_named_pre_to_post_from_the_cell_types():
         }
     )
     rec, inp = A.synapse_blocks(ds)
-    assert rec.values.tolist() == ["EI", "IE", "EI", "EE"]
-    assert inp.values.tolist() == ["inI", "inE"]
+    assert rec.values.tolist() == ["rec_EI", "rec_IE", "rec_EI", "rec_EE"]
+    assert inp.values.tolist() == ["in_I", "in_E"]
 
 
 def test_gradient_alignment_selects_existing_synapses_of_each_block():
@@ -85,9 +85,9 @@ def test_gradient_alignment_selects_existing_synapses_of_each_block():
         },
     )
     by_block = A.gradient_alignment(ds, by="block").cosine.sel(rule="x")
-    assert float(by_block.sel(part="EI")) == pytest.approx(1.0)  # synapse 2 does not exist
-    assert float(by_block.sel(part="IE")) == pytest.approx(-1.0)
-    assert np.isnan(float(by_block.sel(part="EE")))  # other's gradient there is zero
+    assert float(by_block.sel(part="rec_EI")) == pytest.approx(1.0)  # synapse 2 does not exist
+    assert float(by_block.sel(part="rec_IE")) == pytest.approx(-1.0)
+    assert np.isnan(float(by_block.sel(part="rec_EE")))  # other's gradient there is zero
     rec = A.gradient_alignment(ds).cosine.sel(rule="x", part="rec")
     expected = (1 - 4) / (np.sqrt(1 + 4 + 16) * np.sqrt(1 + 4))
     assert float(rec) == pytest.approx(expected)
@@ -177,10 +177,10 @@ def test_cli_analyze_prints_a_table_and_writes_a_tidy_file(runs, tmp_path, capsy
     out = tmp_path / "align.csv"
     assert main(["analyze", "alignment", str(root), "--by", "block", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "cosine similarity with BPTT" in printed and "EE" in printed
+    assert "cosine similarity with BPTT" in printed and "rec_EE" in printed
     table = pd.read_csv(out)
     assert {"run", "training_rule", "seed", "part", "iteration", "rule", "cosine"} <= set(table)
-    assert set(table.part) == {"EE", "EI", "IE", "II", "inE", "inI"}
+    assert set(table.part) == {"rec_EE", "rec_EI", "rec_IE", "rec_II", "in_E", "in_I"}
     assert main(["analyze", "alignment", str(root), "--out", str(tmp_path / "x.txt")]) == 2
 
 

@@ -1,0 +1,154 @@
+"""Sweeps over rules and seeds: one run folder per (rule, seed) under a sweep folder.
+
+Each run is its own ``mdgl train`` process (or ``mdgl resume`` when it was interrupted), so runs
+are independent, resumable and can go anywhere: ``jobs`` processes on this machine, or tasks on a
+``dask.distributed`` cluster (``address``; dask-jobqueue starts such a cluster on SLURM or PBS).
+The manifest ``sweep.json`` records every run's status and is rewritten atomically as runs end.
+Running a sweep again skips completed runs and resumes the others.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed as futures_completed
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from .config import Config, ConfigError
+from .runs import RunFolder, atomic_write, now
+
+MANIFEST = "sweep.json"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"1-5"`` or ``"1,3,7"`` -> seeds; raises ConfigError naming the bad value."""
+    try:
+        seeds: list[int] = []
+        for item in text.split(","):
+            lo, _, hi = item.strip().partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} is not allowed: A-B or a,b,c (integers)") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} is not allowed: distinct integers, at least one")
+    return seeds
+
+
+def parse_rules(text: str) -> list[str]:
+    from .rules import RULES
+
+    rules = [r.strip() for r in text.split(",") if r.strip()]
+    bad = [r for r in rules if r not in RULES]
+    if bad or not rules:
+        raise ConfigError(f"--rules {text!r} is not allowed: names among {', '.join(RULES)}")
+    return rules
+
+
+def run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, Any]:
+    """Train (or resume) one run in a subprocess; returns its manifest entry. Runs anywhere the
+    sweep folder is visible (a dask worker included)."""
+    run = RunFolder(folder)
+    if run.exists():
+        meta = run.meta()
+        target = config_mod.load(config_file).train.iterations
+        if meta["status"] == "completed" and meta["iteration"] >= target:
+            return {"rule": rule, "seed": seed, "path": folder, "status": "completed",
+                    "note": "already completed"}
+        cmd = ["resume", folder, "--iterations", str(target)]
+    else:
+        cmd = ["train", "--config", config_file, "--rule", rule, "--seed", str(seed),
+               "--out", folder]
+    done = subprocess.run([sys.executable, "-m", "mdgl_analysis", *cmd, "--no-progress"],
+                          capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    status = RunFolder(folder).meta()["status"] if RunFolder(folder).exists() else "failed"
+    if done.returncode != 0 and status == "running":
+        status = "failed"
+    return {"rule": rule, "seed": seed, "path": folder, "status": status,
+            "note": lines[-1] if done.returncode != 0 and lines else ""}
+
+
+class Sweep:
+    """A sweep folder: resolved config, manifest, one run folder per (rule, seed)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.config_file = self.folder / "config.toml"
+        self.manifest = self.folder / MANIFEST
+
+    @classmethod
+    def create_or_open(cls, folder: str | Path, cfg: Config, rules: list[str],
+                       seeds: list[int]) -> Sweep:
+        sweep = cls(folder)
+        if sweep.manifest.exists():
+            old = config_mod.load(sweep.config_file)
+            if old.train.iterations != cfg.train.iterations:
+                old = config_mod.set_value(old, "train.iterations", cfg.train.iterations)
+            if config_mod.to_dict(old) != config_mod.to_dict(cfg):
+                raise ConfigError(
+                    f"sweep {str(folder)!r} exists with another configuration; use a new --out "
+                    "(only --iterations may change between runs of a sweep)"
+                )
+        sweep.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(sweep.config_file, config_mod.dumps(cfg))
+        entries = {(e["rule"], e["seed"]): e for e in sweep.read().get("runs", [])}
+        for rule in rules:
+            for seed in seeds:
+                entries.setdefault((rule, seed), {"rule": rule, "seed": seed,
+                                                  "path": str(sweep.run_path(rule, seed)),
+                                                  "status": "pending", "note": ""})
+        sweep.write({"created": sweep.read().get("created", now()), "updated": now(),
+                     "config": str(sweep.config_file), "rules": rules, "seeds": seeds,
+                     "runs": list(entries.values())})
+        return sweep
+
+    def run_path(self, rule: str, seed: int) -> Path:
+        return self.folder / f"{rule}-s{seed}"
+
+    def read(self) -> dict[str, Any]:
+        return json.loads(self.manifest.read_text()) if self.manifest.exists() else {}
+
+    def write(self, data: dict[str, Any]) -> None:
+        atomic_write(self.manifest, json.dumps(data, indent=2) + "\n")
+
+    def update(self, entry: dict[str, Any]) -> None:
+        data = self.read()
+        data["runs"] = [entry if (e["rule"], e["seed"]) == (entry["rule"], entry["seed"]) else e
+                        for e in data["runs"]]
+        data["updated"] = now()
+        self.write(data)
+
+    def run(self, rules: list[str], seeds: list[int], jobs: int = 1,
+            address: str | None = None) -> list[dict[str, Any]]:
+        """Run every (rule, seed); returns the manifest entries."""
+        todo = [(str(self.run_path(r, s)), str(self.config_file), r, s)
+                for s in seeds for r in rules]
+        results = []
+        if address:
+            from distributed import Client, as_completed
+
+            with Client(address) as client:
+                futures = [client.submit(run_one, *args, pure=False) for args in todo]
+                for future in as_completed(futures):
+                    entry = future.result()
+                    self.update(entry)
+                    results.append(entry)
+                    _say(entry)
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for future in futures_completed([pool.submit(run_one, *a) for a in todo]):
+                    entry = future.result()
+                    self.update(entry)
+                    results.append(entry)
+                    _say(entry)
+        return results
+
+
+def _say(entry: dict[str, Any]) -> None:
+    note = f" ({entry['note']})" if entry.get("note") else ""
+    print(f"{entry['rule']:<14} seed {entry['seed']:<4} {entry['status']:<11} "
+          f"{entry['path']}{note}", flush=True)
