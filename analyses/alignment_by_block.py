@@ -42,8 +42,9 @@ def per_seed(table: pd.DataFrame) -> pd.DataFrame:
 def summary(seeds: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (ddof = 1; 0 for one seed) and n over seeds per rule and block."""
     grouped = seeds.dropna(subset=["value"]).groupby(["rule", "part"])["value"]
-    return grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0,
-                       n="count").reset_index()
+    return grouped.agg(
+        mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0, n="count"
+    ).reset_index()
 
 
 def plot(
@@ -64,7 +65,8 @@ def plot(
         raise SystemExit(
             "error: no per-block cosines with BPTT for these runs and iterations (train with "
             "--set train.compare_every=K or record); with --trained-with own a run counts only "
-            "if its own rule was compared (try --trained-with bptt or any)")
+            "if its own rule was compared (try --trained-with bptt or any)"
+        )
     seeds = per_seed(table)
     stats = summary(seeds)
     rules = plotting.rule_order(stats["rule"])
@@ -81,41 +83,82 @@ def plot(
         x = np.arange(len(BLOCKS)) + offset
         n = int(s["n"].max())
         color = plotting.rule_color(rule)
-        bars = ax.bar(x, s["mean"], width=width * 0.9, color=color, alpha=0.85,
-                      label=plotting.rule_n_label(rule, n))
+        bars = ax.bar(
+            x,
+            s["mean"],
+            width=width * 0.9,
+            color=color,
+            alpha=0.85,
+            label=plotting.rule_n_label(rule, n),
+        )
         for bar in bars:
             bar.set_gid(f"bar:{rule}")
         std = s["std"].where(s["n"] > 1).to_numpy()
         lo = s["mean"].to_numpy() - np.clip(s["mean"].to_numpy() - std, -1.0, 1.0)
         hi = np.clip(s["mean"].to_numpy() + std, -1.0, 1.0) - s["mean"].to_numpy()
-        ax.errorbar(x, s["mean"], yerr=np.vstack([lo, hi]), fmt="none", ecolor="#333333",
-                    elinewidth=1, capsize=2.5)
+        ax.errorbar(
+            x,
+            s["mean"],
+            yerr=np.vstack([lo, hi]),
+            fmt="none",
+            ecolor="#333333",
+            elinewidth=1,
+            capsize=2.5,
+        )
         for xi, ni in zip(x, s["n"], strict=True):  # blocks with fewer seeds (empty block)
             if np.isfinite(ni) and ni < n:
-                ax.annotate(f"n={int(ni)}", (xi, 0.01), xycoords=("data", "axes fraction"),
-                            ha="center", va="bottom", fontsize="x-small")
+                ax.annotate(
+                    f"n={int(ni)}",
+                    (xi, 0.01),
+                    xycoords=("data", "axes fraction"),
+                    ha="center",
+                    va="bottom",
+                    fontsize="x-small",
+                )
         pts = seeds[seeds["rule"] == rule]
         px = np.array([BLOCKS.index(p) for p in pts["part"]]) + offset
         px = px + rng.uniform(-0.2, 0.2, len(px)) * width
-        ax.scatter(px, pts["value"], s=9, color="white", edgecolor="#333333", linewidth=0.6,
-                   zorder=3)
+        ax.scatter(
+            px, pts["value"], s=9, color="white", edgecolor="#333333", linewidth=0.6, zorder=3
+        )
     ax.set_xticks(np.arange(len(BLOCKS)), [plotting.BLOCK_LABELS[b] for b in BLOCKS])
     ax.set_xlabel("synapse block (presynaptic → postsynaptic cell type)")
     ax.set_ylabel("cosine similarity with BPTT gradient")
     low = float(np.nanmin(np.r_[seeds["value"].to_numpy(), 0.0]))
     ax.set_ylim(max(-1.05, low - 0.1), 1.05)
-    span = (f"iteration {iterations[0]}" if len(iterations) == 1
-            else f"iterations {iterations[0]}–{iterations[-1]} ({len(iterations)} comparisons)")
-    fig.suptitle("Gradient alignment with BPTT by cell-type block", fontweight="bold",
-                 fontsize="medium")
-    ax.set_title(f"{plotting.trained_with_text(trained_with).capitalize()};\n"
-                 f"per seed, mean over {span}", fontweight="normal", fontsize="small")
+    span = (
+        f"iteration {iterations[0]}"
+        if len(iterations) == 1
+        else f"iterations {iterations[0]}–{iterations[-1]} ({len(iterations)} comparisons)"
+    )
+    fig.suptitle(
+        "Gradient alignment with BPTT by cell-type block", fontweight="bold", fontsize="medium"
+    )
+    ax.set_title(
+        f"{plotting.trained_with_text(trained_with).capitalize()};\nper seed, mean over {span}",
+        fontweight="normal",
+        fontsize="small",
+    )
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], marker="o", linestyle="none", markerfacecolor="white",
-                          markeredgecolor="#333333", markersize=4))
+    handles.append(
+        Line2D(
+            [],
+            [],
+            marker="o",
+            linestyle="none",
+            markerfacecolor="white",
+            markeredgecolor="#333333",
+            markersize=4,
+        )
+    )
     labels.append("one seed")
-    fig.legend(handles, labels, loc="outside right center",
-               title="rule (n = seeds);\nbar: mean over seeds,\nerror bar: ± std", alignment="left")
+    fig.legend(
+        handles,
+        labels,
+        loc="outside right center",
+        title="rule (n = seeds);\nbar: mean over seeds,\nerror bar: ± std",
+        alignment="left",
+    )
     return fig
 
 
@@ -126,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     ap.add_argument("--min-iteration", type=int, help="average only from this iteration on")
     ap.add_argument("--max-iteration", type=int, help="average only up to this iteration")
     args = ap.parse_args(argv)
-    fig = plot(plotting.runs_in(args.paths), args.trained_with, args.min_iteration,
-               args.max_iteration)
+    fig = plot(
+        plotting.runs_in(args.paths), args.trained_with, args.min_iteration, args.max_iteration
+    )
     paths = plotting.save(fig, args.out, NAME)
     plt.close(fig)
     for p in paths:

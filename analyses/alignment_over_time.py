@@ -87,7 +87,8 @@ def collect(
         raise SystemExit(
             "error: no recorded run with learning signals and eligibility traces matches (record "
             "with --set record.every=K and quantities state,signals,traces; with --trained-with "
-            "own a run counts only if its own rule was recorded; try --trained-with bptt or any)")
+            "own a run counts only if its own rule was recorded; try --trained-with bptt or any)"
+        )
     return pd.concat(frames, ignore_index=True), config
 
 
@@ -100,11 +101,16 @@ def plot(
     """One column per weight matrix: the task's epochs on top, cosine per window below."""
     plotting.warn_duplicates(plotting.run_key(r) for r in runs)
     table, cfg = collect(runs, window_ms, matrices, trained_with)
-    per_seed = (table.groupby(["rule", "matrix", "window", "training_rule", "seed"])["value"]
-                .mean().reset_index())
-    stats = (per_seed.groupby(["rule", "matrix", "window"])["value"]
-             .agg(mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0,
-                  n="count").reset_index())
+    per_seed = (
+        table.groupby(["rule", "matrix", "window", "training_rule", "seed"])["value"]
+        .mean()
+        .reset_index()
+    )
+    stats = (
+        per_seed.groupby(["rule", "matrix", "window"])["value"]
+        .agg(mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0, n="count")
+        .reset_index()
+    )
     matrices = [m for m in matrices if m in set(stats["matrix"])]
     rules = plotting.rule_order(stats["rule"])
     epochs = plotting.task_epochs(cfg)
@@ -113,8 +119,9 @@ def plot(
 
     plotting.setup()
     width = max(7.5, 4.2 * len(matrices) + 1.8)
-    fig, axes = plt.subplots(2, len(matrices), figsize=(width, 3.9),
-                             height_ratios=[0.12, 1], sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(matrices), figsize=(width, 3.9), height_ratios=[0.12, 1], sharex=True, squeeze=False
+    )
     for col, matrix in enumerate(matrices):
         top, ax = axes[0, col], axes[1, col]
         plotting.epoch_bar(top, epochs)
@@ -125,13 +132,19 @@ def plot(
             s = s.set_index("window").reindex(windows)
             edges = np.r_[windows, windows[-1] + window_ms]
             n = int(np.nan_to_num(s["n"]).max())
-            plotting.stairs_band(ax, edges, s["mean"].to_numpy(), s["std"].to_numpy(),
-                                 plotting.rule_color(rule), label=plotting.rule_n_label(rule, n),
-                                 gid=f"mean:{rule}:{matrix}", clip=(-1.0, 1.0),
-                                 alpha=plotting.band_alpha(len(rules)))
+            plotting.stairs_band(
+                ax,
+                edges,
+                s["mean"].to_numpy(),
+                s["std"].to_numpy(),
+                plotting.rule_color(rule),
+                label=plotting.rule_n_label(rule, n),
+                gid=f"mean:{rule}:{matrix}",
+                clip=(-1.0, 1.0),
+                alpha=plotting.band_alpha(len(rules)),
+            )
         ax.set_xlabel("time in trial (ms)")
-        ax.set_xlim(min(windows[0], epochs[0].start), max(windows[-1] + window_ms,
-                                                          epochs[-1].stop))
+        ax.set_xlim(min(windows[0], epochs[0].start), max(windows[-1] + window_ms, epochs[-1].stop))
         ax.set_ylim(low, 1.05)
         top.set_title(plotting.PART_LABELS[matrix].capitalize())
         if len(matrices) > 1:
@@ -139,15 +152,20 @@ def plot(
     axes[1, 0].set_ylabel(f"cosine with BPTT\n(contributions per {window_ms:g} ms window)")
     for ax in axes[1, 1:]:
         ax.tick_params(labelleft=False)
-    details = (f"({plotting.trained_with_text(trained_with)}; "
-               f"mean over {_count(table, 'iterations', 'recorded iteration')} of "
-               f"{_count(table, 'trials', 'trial')}; mean ± std over seeds)")
+    details = (
+        f"({plotting.trained_with_text(trained_with)}; "
+        f"mean over {_count(table, 'iterations', 'recorded iteration')} of "
+        f"{_count(table, 'trials', 'trial')}; mean ± std over seeds)"
+    )
     fig.suptitle(
         "Alignment with BPTT within the trial: each rule's learning signal × eligibility trace\n"
-        + textwrap.fill(details, int(fig.get_figwidth() * 11)), fontsize="medium")
+        + textwrap.fill(details, int(fig.get_figwidth() * 11)),
+        fontsize="medium",
+    )
     handles, labels = axes[1, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", title="rule (n = seeds)",
-               alignment="left")
+    fig.legend(
+        handles, labels, loc="outside right center", title="rule (n = seeds)", alignment="left"
+    )
     return fig
 
 
@@ -161,11 +179,15 @@ def _count(table: pd.DataFrame, column: str, noun: str) -> str:
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Command line: find the runs, draw, save; prints and returns the written paths."""
     ap = plotting.parser(__doc__, NAME)
-    ap.add_argument("--window-ms", type=float, default=50.0,
-                    help="width of the time windows in ms (default 50)")
+    ap.add_argument(
+        "--window-ms", type=float, default=50.0, help="width of the time windows in ms (default 50)"
+    )
     ap.add_argument("--trained-with", default="own", help=plotting.trained_with_help())
-    ap.add_argument("--matrix", default="rec,in",
-                    help="weight matrices, comma-separated: rec, in (default both)")
+    ap.add_argument(
+        "--matrix",
+        default="rec,in",
+        help="weight matrices, comma-separated: rec, in (default both)",
+    )
     args = ap.parse_args(argv)
     matrices = [m for m in args.matrix.split(",") if m]
     bad = [m for m in matrices if m not in ("rec", "in")]

@@ -35,11 +35,15 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
     Runs with the same training rule and seed are averaged first (they are one seed).
     """
-    per_seed = (table.groupby(["rule", "part", "iteration", "training_rule", "seed"])["value"]
-                .mean().reset_index())
+    per_seed = (
+        table.groupby(["rule", "part", "iteration", "training_rule", "seed"])["value"]
+        .mean()
+        .reset_index()
+    )
     grouped = per_seed.groupby(["rule", "part", "iteration"])["value"]
-    out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0,
-                      n="count").reset_index()
+    out = grouped.agg(
+        mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0, n="count"
+    ).reset_index()
     return out
 
 
@@ -53,7 +57,8 @@ def plot(runs: Sequence[str | Path], trained_with: str = "own") -> Figure:
         raise SystemExit(
             "error: no cosines with BPTT for these runs (train with --set train.compare_every=K "
             "or record); with --trained-with own a run counts only if its own rule was compared "
-            "(try --trained-with bptt or any)")
+            "(try --trained-with bptt or any)"
+        )
     stats = summary(table)
     plotting.setup()
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.4), sharey=True)
@@ -65,11 +70,18 @@ def plot(runs: Sequence[str | Path], trained_with: str = "own") -> Figure:
             if s.empty:
                 continue
             n = int(s["n"].max())
-            plotting.mean_band(ax, s["iteration"], s["mean"], s["std"],
-                               plotting.rule_color(rule),
-                               label=plotting.rule_n_label(rule, n),
-                               gid=f"mean:{rule}:{part}", marker="o", clip=(-1.0, 1.0),
-                               alpha=plotting.band_alpha(len(rules)))
+            plotting.mean_band(
+                ax,
+                s["iteration"],
+                s["mean"],
+                s["std"],
+                plotting.rule_color(rule),
+                label=plotting.rule_n_label(rule, n),
+                gid=f"mean:{rule}:{part}",
+                marker="o",
+                clip=(-1.0, 1.0),
+                alpha=plotting.band_alpha(len(rules)),
+            )
         ax.set_xlabel("training iteration")
         ax.set_title(plotting.PART_LABELS[part].capitalize())
         plotting.panel_label(ax, letter)
@@ -77,11 +89,19 @@ def plot(runs: Sequence[str | Path], trained_with: str = "own") -> Figure:
     low = float((stats["mean"] - stats["std"]).min())
     axes[0].set_ylim(max(-1.05, min(-0.05, low - 0.05)), 1.05)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4),
-               title="rule (n = seeds)", alignment="left")
-    fig.suptitle("Alignment of each rule's gradient with the BPTT gradient during training\n"
-                 f"({plotting.trained_with_text(trained_with)}; mean ± std over seeds)",
-                 fontsize="medium")
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(len(labels), 4),
+        title="rule (n = seeds)",
+        alignment="left",
+    )
+    fig.suptitle(
+        "Alignment of each rule's gradient with the BPTT gradient during training\n"
+        f"({plotting.trained_with_text(trained_with)}; mean ± std over seeds)",
+        fontsize="medium",
+    )
     return fig
 
 

@@ -46,8 +46,16 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
         t = table[table["rule"] == rule].sort_values("iteration")
         n = int(t["n"].max())
         label = plotting.rule_n_label(rule, n, "runs" if n != 1 else "run")
-        plotting.mean_band(ax, t["iteration"], t["mean"], t["std"], plotting.rule_color(rule),
-                           label=label, gid=f"mean:{rule}", alpha=plotting.band_alpha(len(rules)))
+        plotting.mean_band(
+            ax,
+            t["iteration"],
+            t["mean"],
+            t["std"],
+            plotting.rule_color(rule),
+            label=label,
+            gid=f"mean:{rule}",
+            alpha=plotting.band_alpha(len(rules)),
+        )
     ax.set_xlabel("training iteration")
     ax.set_ylabel("validation loss (cross-entropy)")
     smooth_text = f"{smooth}-point moving average, " if smooth > 1 else ""
@@ -60,8 +68,12 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Command line: find the runs, draw, save; prints and returns the written paths."""
     ap = plotting.parser(__doc__, NAME)
-    ap.add_argument("--smooth", type=int, default=5,
-                    help="moving-average width in validation points (default 5; 1 = none)")
+    ap.add_argument(
+        "--smooth",
+        type=int,
+        default=5,
+        help="moving-average width in validation points (default 5; 1 = none)",
+    )
     args = ap.parse_args(argv)
     fig = plot(plotting.runs_in(args.paths), args.smooth)
     paths = plotting.save(fig, args.out, NAME)

@@ -53,12 +53,16 @@ def choose_run(runs: Sequence[Path], rule: str | None, seed: int | None) -> Path
     """The first run with records that matches the training ``rule`` and ``seed`` (if given)."""
     for run in runs:
         run_rule, run_seed = plotting.run_key(run)
-        if (rule is None or run_rule == rule) and (seed is None or run_seed == seed) \
-                and record_files(run):
+        if (
+            (rule is None or run_rule == rule)
+            and (seed is None or run_seed == seed)
+            and record_files(run)
+        ):
             return run
     want = ", ".join(f"{k} {v}" for k, v in (("rule", rule), ("seed", seed)) if v is not None)
-    raise SystemExit(f"error: no recorded run{' with ' + want if want else ''} "
-                     "(train with --set record.every=K)")
+    raise SystemExit(
+        f"error: no recorded run{' with ' + want if want else ''} (train with --set record.every=K)"
+    )
 
 
 def choose_file(run: Path, iteration: int | None) -> Path:
@@ -87,8 +91,10 @@ def pick_cells(ds: xr.Dataset, z: np.ndarray, count: int) -> list[int]:
         out = np.arange(ds.sizes["neuron"])
     spikes = z.sum(0)
     adaptive = ds.adaptive.values.astype(bool)
-    pools = [sorted(out[adaptive[out]], key=lambda n: -spikes[n]),
-             sorted(out[~adaptive[out]], key=lambda n: -spikes[n])]
+    pools = [
+        sorted(out[adaptive[out]], key=lambda n: -spikes[n]),
+        sorted(out[~adaptive[out]], key=lambda n: -spikes[n]),
+    ]
     chosen: list[int] = []
     while len(chosen) < min(count, out.size):
         for pool in pools:
@@ -110,8 +116,15 @@ def input_raster(ax: Axes, ds: xr.Dataset, trial: int) -> Axes:
     """Input spikes of one trial, channels grouped and coloured by population."""
     x = ds.x.sel(batch=trial).values  # [input_time, input] counts
     pops = ds.input_population.values.astype(str)
-    order = np.argsort([list(plotting.INPUT_COLORS).index(p) if p in plotting.INPUT_COLORS
-                        else len(plotting.INPUT_COLORS) for p in pops], kind="stable")
+    order = np.argsort(
+        [
+            list(plotting.INPUT_COLORS).index(p)
+            if p in plotting.INPUT_COLORS
+            else len(plotting.INPUT_COLORS)
+            for p in pops
+        ],
+        kind="stable",
+    )
     row_of = np.empty(len(order), int)
     row_of[order] = np.arange(len(order))
     t_idx, ch = np.nonzero(x)
@@ -140,8 +153,9 @@ def recurrent_raster(ax: Axes, ds: xr.Dataset, z: np.ndarray) -> Axes:
     row_of[order] = np.arange(len(order))
     t_idx, cell = np.nonzero(z)
     times = ds.time.values[t_idx]
-    plotting.spike_raster(ax, times, row_of[cell], [plotting.CELL_COLORS[groups[c]] for c in cell],
-                          size=4)
+    plotting.spike_raster(
+        ax, times, row_of[cell], [plotting.CELL_COLORS[groups[c]] for c in cell], size=4
+    )
     ticks, labels, colors = [], [], []
     for g in GROUP_ORDER:
         rows = row_of[groups == g]
@@ -155,8 +169,16 @@ def recurrent_raster(ax: Axes, ds: xr.Dataset, z: np.ndarray) -> Axes:
         tick.set_color(color)
     readout = np.flatnonzero(ds.readout.values.astype(bool))
     trans = blended_transform_factory(ax.transAxes, ax.transData)
-    ax.scatter(np.full(readout.size, 1.008), row_of[readout], marker="<", s=10, color="black",
-               transform=trans, clip_on=False, linewidths=0)
+    ax.scatter(
+        np.full(readout.size, 1.008),
+        row_of[readout],
+        marker="<",
+        s=10,
+        color="black",
+        transform=trans,
+        clip_on=False,
+        linewidths=0,
+    )
     ax.set_ylim(len(order) - 0.5, -0.5)
     ax.set_ylabel("recurrent cell")
     return ax
@@ -172,8 +194,16 @@ def cell_label(ax: Axes, ds: xr.Dataset, n: int) -> Axes:
     """Name the cell of a row in the right margin, in its cell-type colour."""
     kind = str(ds.cell_type.values[n])
     text = f"cell {n}\n{kind}{', ALIF' if ds.adaptive.values[n] else ', LIF'}"
-    ax.text(1.01, 0.5, text, transform=ax.transAxes, ha="left", va="center", fontsize="small",
-            color=plotting.CELL_COLORS[cell_groups(ds)[n]])
+    ax.text(
+        1.01,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="left",
+        va="center",
+        fontsize="small",
+        color=plotting.CELL_COLORS[cell_groups(ds)[n]],
+    )
     return ax
 
 
@@ -191,8 +221,10 @@ def plot(
     ds = open_record(path)
     missing = [v for v in NEEDED if v not in ds]
     if missing:
-        raise SystemExit(f"error: {path} lacks {', '.join(missing)}: record with "
-                         "--set record.quantities=state,signals,traces")
+        raise SystemExit(
+            f"error: {path} lacks {', '.join(missing)}: record with "
+            "--set record.quantities=state,signals,traces"
+        )
     trials = [int(t) for t in ds.trial.values]
     trial = trials[0] if trial is None else trial
     if trial not in trials:
@@ -211,11 +243,12 @@ def plot(
 
     plotting.setup()
     heights = [0.25, 1.3, 2.1] + [0.85] * len(cells) + [0.95] * len(cells) + [1.1]
-    fig, axes = plt.subplots(len(heights), 1, figsize=(7.5, 1.0 + 1.1 * sum(heights)),
-                             sharex=True, height_ratios=heights)
+    fig, axes = plt.subplots(
+        len(heights), 1, figsize=(7.5, 1.0 + 1.1 * sum(heights)), sharex=True, height_ratios=heights
+    )
     top, ax_in, ax_rec = axes[:3]
-    ax_v = axes[3: 3 + len(cells)]
-    ax_l = axes[3 + len(cells): 3 + 2 * len(cells)]
+    ax_v = axes[3 : 3 + len(cells)]
+    ax_l = axes[3 + len(cells) : 3 + 2 * len(cells)]
     ax_e = axes[-1]
     plotting.epoch_bar(top, epochs)
     for ax in axes[1:]:
@@ -241,8 +274,14 @@ def plot(
         span = top_value - bottom or 1.0
         ax.set_ylim(bottom - 0.05 * span, top_value + 0.3 * span)  # room for the spike ticks
         spikes = t[z[:, n] > 0]
-        ax.plot(spikes, np.full(spikes.size, top_value + 0.17 * span), linestyle="none",
-                marker="|", color=color, markersize=5)
+        ax.plot(
+            spikes,
+            np.full(spikes.size, top_value + 0.17 * span),
+            linestyle="none",
+            marker="|",
+            color=color,
+            markersize=5,
+        )
         cell_label(ax, ds, n)
         ax.set_ylabel("v / v_th")
         if k == 0:
@@ -254,16 +293,28 @@ def plot(
     for k, (ax, n) in enumerate(zip(ax_l, cells, strict=True)):
         plotting.zero_line(ax)
         for j, r in enumerate(signals):  # dashed lines on top show curves that coincide
-            ax.plot(t, one.learning_signal.sel(rule=r).isel(neuron=n).values * factor,
-                    color=plotting.rule_color(r), linewidth=1.1, label=plotting.rule_label(r),
-                    linestyle="-" if j % 2 == 0 else (0, (3, 1.5)), zorder=2 + j % 2)
+            ax.plot(
+                t,
+                one.learning_signal.sel(rule=r).isel(neuron=n).values * factor,
+                color=plotting.rule_color(r),
+                linewidth=1.1,
+                label=plotting.rule_label(r),
+                linestyle="-" if j % 2 == 0 else (0, (3, 1.5)),
+                zorder=2 + j % 2,
+            )
         cell_label(ax, ds, n)
         ax.set_ylabel(f"L ({unit})" if unit else "L")
         if k == 0:
             ax.set_title("Learning signal L per rule")
             plotting.panel_label(ax, "D")
-            ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(signals),
-                      fontsize="small", borderaxespad=0.1, handlelength=1.5)
+            ax.legend(
+                loc="lower right",
+                bbox_to_anchor=(1.0, 1.0),
+                ncols=len(signals),
+                fontsize="small",
+                borderaxespad=0.1,
+                handlelength=1.5,
+            )
 
     post = cells[0]
     syn = np.flatnonzero(ds.post_rec.values == post)
@@ -282,19 +333,30 @@ def plot(
     ax_e.set_title(f"Eligibility traces e of synapses onto {describe(ds, post)}")
     plotting.panel_label(ax_e, "E")
     if len(best):
-        ax_e.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small",
-                    title="presynaptic\ncell", title_fontsize="small", borderaxespad=0.3,
-                    handlelength=1.2, alignment="left")
+        ax_e.legend(
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            fontsize="small",
+            title="presynaptic\ncell",
+            title_fontsize="small",
+            borderaxespad=0.3,
+            handlelength=1.2,
+            alignment="left",
+        )
     ax_e.set_xlabel("time in trial (ms)")
-    ax_e.set_xlim(min(float(ds.input_time.values[0]), epochs[0].start),
-                  max(float(ds.input_time.values[-1]) + 1.0, epochs[-1].stop))
+    ax_e.set_xlim(
+        min(float(ds.input_time.values[0]), epochs[0].start),
+        max(float(ds.input_time.values[-1]) + 1.0, epochs[-1].stop),
+    )
     fig.align_ylabels(axes[1:])
 
     target = int(ds.target.sel(batch=trial))
     side = "left" if target == 1 else "right"
     fig.suptitle(
         f"One recorded trial: {plotting.rule_label(rule)} run, seed {seed}, training iteration "
-        f"{it}, trial {trial} (target: {side} majority)", fontsize="medium")
+        f"{it}, trial {trial} (target: {side} majority)",
+        fontsize="medium",
+    )
     return fig
 
 
@@ -305,14 +367,23 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     ap.add_argument("--trial", type=int, help="trial of the batch (default: first recorded)")
     ap.add_argument("--rule", help="training rule of the run to show (default: any)")
     ap.add_argument("--seed", type=int, help="seed of the run to show (default: any)")
-    ap.add_argument("--signals", default="bptt,eprop,mdgl",
-                    help="rules whose learning signals are drawn (default bptt,eprop,mdgl)")
+    ap.add_argument(
+        "--signals",
+        default="bptt,eprop,mdgl",
+        help="rules whose learning signals are drawn (default bptt,eprop,mdgl)",
+    )
     ap.add_argument("--cells", type=int, default=2, help="output cells shown (default 2)")
     ap.add_argument("--synapses", type=int, default=4, help="eligibility traces (default 4)")
     args = ap.parse_args(argv)
     run = choose_run(plotting.runs_in(args.paths), args.rule, args.seed)
-    fig = plot(run, args.iteration, args.trial, [s for s in args.signals.split(",") if s],
-               args.cells, args.synapses)
+    fig = plot(
+        run,
+        args.iteration,
+        args.trial,
+        [s for s in args.signals.split(",") if s],
+        args.cells,
+        args.synapses,
+    )
     paths = plotting.save(fig, args.out, NAME)
     plt.close(fig)
     for p in paths:

@@ -17,6 +17,7 @@ whole process tree (sampled every 20 ms), and checks both schedulers give the sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 import time
 
@@ -44,10 +45,8 @@ class PeakRSS:
         while not self._stop.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):  # a worker that just exited
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             time.sleep(self.every)
 
@@ -88,11 +87,13 @@ def plain_read(files) -> tuple[float, int]:
 
 def analyse(path, window_ms: float) -> xr.Dataset:
     ds = open_run(path)
-    out = xr.merge([
-        A.gradient_alignment(ds).cosine.rename("cos_matrix"),
-        A.time_alignment(ds, window_ms, "rec").cosine.rename("cos_time_rec"),
-        A.time_alignment(ds, window_ms, "in").cosine.rename("cos_time_in"),
-    ])
+    out = xr.merge(
+        [
+            A.gradient_alignment(ds).cosine.rename("cos_matrix"),
+            A.time_alignment(ds, window_ms, "rec").cosine.rename("cos_time_rec"),
+            A.time_alignment(ds, window_ms, "in").cosine.rename("cos_time_in"),
+        ]
+    )
     return out.compute()
 
 
@@ -104,13 +105,17 @@ def main() -> None:
     args = ap.parse_args()
     files = record_files(args.run)
     logical = sum(open_run(args.run)[v].nbytes for v in VARIABLES)
-    print(f"{len(files)} record files, {sum(f.stat().st_size for f in files) / 2**30:.2f} GiB on "
-          f"disk; analysed variables {logical / 2**30:.2f} GiB uncompressed")
+    print(
+        f"{len(files)} record files, {sum(f.stat().st_size for f in files) / 2**30:.2f} GiB on "
+        f"disk; analysed variables {logical / 2**30:.2f} GiB uncompressed"
+    )
     dropped = drop_caches()
     with PeakRSS() as rss:
         seconds, nbytes = plain_read(files)
-    print(f"plain h5py read:      {seconds:6.1f} s  {nbytes / 2**20 / seconds:6.0f} MiB/s  "
-          f"peak RSS {rss.peak / 2**20:5.0f} MiB  (page cache dropped: {dropped})")
+    print(
+        f"plain h5py read:      {seconds:6.1f} s  {nbytes / 2**20 / seconds:6.0f} MiB/s  "
+        f"peak RSS {rss.peak / 2**20:5.0f} MiB  (page cache dropped: {dropped})"
+    )
     base = nbytes / seconds
     results = {}
     for label in ("threaded", "2-worker LocalCluster"):
@@ -123,8 +128,10 @@ def main() -> None:
                 results[label] = analyse(args.run, args.window_ms)
             seconds = time.perf_counter() - t0
         rate = logical / seconds
-        print(f"{label:<21} {seconds:6.1f} s  {rate / 2**20:6.0f} MiB/s  peak RSS "
-              f"{rss.peak / 2**20:5.0f} MiB (process tree)  = {rate / base:.2f} x plain read")
+        print(
+            f"{label:<21} {seconds:6.1f} s  {rate / 2**20:6.0f} MiB/s  peak RSS "
+            f"{rss.peak / 2**20:5.0f} MiB (process tree)  = {rate / base:.2f} x plain read"
+        )
     a, b = results.values()
     diff = max(float(np.nanmax(np.abs(a[v] - b[v]))) for v in a.data_vars)
     print(f"largest difference between the schedulers: {diff:.2e}")

@@ -354,8 +354,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     name = Path(args.config).stem if is_file else args.config
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{name}"
     sweep = Sweep.create_or_open(out, cfg, rules, seeds)
-    print(f"sweep {out}: {len(rules)} rules x {len(seeds)} seeds, "
-          f"{cfg.train.iterations} iterations each, manifest {sweep.manifest}")
+    print(
+        f"sweep {out}: {len(rules)} rules x {len(seeds)} seeds, "
+        f"{cfg.train.iterations} iterations each, manifest {sweep.manifest}"
+    )
     entries = sweep.run(rules, seeds, args.jobs, args.scheduler)
     failed = [e for e in entries if e["status"] != "completed"]
     print(f"{len(entries) - len(failed)} completed, {len(failed)} not completed")

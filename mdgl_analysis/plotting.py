@@ -294,8 +294,9 @@ def shade_epochs(ax: Axes, epochs: Sequence[Epoch], alpha: float = 0.18) -> Axes
     """Lightly shade the cue windows and the recall behind the data of ``ax``."""
     for ep in epochs:
         if ep.kind != "delay":
-            ax.axvspan(ep.start, ep.stop, color=EPOCH_COLORS[ep.kind], alpha=alpha, linewidth=0,
-                       zorder=0)
+            ax.axvspan(
+                ep.start, ep.stop, color=EPOCH_COLORS[ep.kind], alpha=alpha, linewidth=0, zorder=0
+            )
     return ax
 
 
@@ -308,18 +309,41 @@ def epoch_bar(ax: Axes, epochs: Sequence[Epoch]) -> Axes:
     trans = blended_transform_factory(ax.transData, ax.transAxes)
     cues = [ep for ep in epochs if ep.kind == "cue"]
     for ep in epochs:
-        ax.axvspan(ep.start, ep.stop, ymin=0.15, ymax=0.85, facecolor=EPOCH_COLORS[ep.kind],
-                   edgecolor="#555555", linewidth=0.6, alpha=0.7 if ep.kind != "delay" else 1)
+        ax.axvspan(
+            ep.start,
+            ep.stop,
+            ymin=0.15,
+            ymax=0.85,
+            facecolor=EPOCH_COLORS[ep.kind],
+            edgecolor="#555555",
+            linewidth=0.6,
+            alpha=0.7 if ep.kind != "delay" else 1,
+        )
     for k, ep in enumerate(cues, start=1):
-        ax.text(0.5 * (ep.start + ep.stop), 0.5, str(k), transform=trans, ha="center",
-                va="center", fontsize="x-small")
+        ax.text(
+            0.5 * (ep.start + ep.stop),
+            0.5,
+            str(k),
+            transform=trans,
+            ha="center",
+            va="center",
+            fontsize="x-small",
+        )
     if cues:
-        ax.text(-0.01, 0.5, "cues", transform=ax.transAxes, ha="right", va="center",
-                fontsize="small")
+        ax.text(
+            -0.01, 0.5, "cues", transform=ax.transAxes, ha="right", va="center", fontsize="small"
+        )
     for ep in epochs:
         if ep.kind in ("delay", "recall"):
-            ax.text(0.5 * (ep.start + ep.stop), 0.5, ep.kind, transform=trans, ha="center",
-                    va="center", fontsize="small")
+            ax.text(
+                0.5 * (ep.start + ep.stop),
+                0.5,
+                ep.kind,
+                transform=trans,
+                ha="center",
+                va="center",
+                fontsize="small",
+            )
     ax.set_yticks([])
     ax.set_ylim(0, 1)
     sns.despine(ax=ax, left=True, bottom=True)
@@ -350,10 +374,18 @@ def parser(doc: str | None, name: str) -> argparse.ArgumentParser:
         epilog=(doc or "").strip().split("\n", 1)[-1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("paths", nargs="+", metavar="RUN_OR_FOLDER",
-                    help="run folders, or folders searched for run folders")
-    ap.add_argument("--out", required=True, metavar="DIR",
-                    help=f"folder where {name}.png and {name}.pdf are written (created)")
+    ap.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_FOLDER",
+        help="run folders, or folders searched for run folders",
+    )
+    ap.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help=f"folder where {name}.png and {name}.pdf are written (created)",
+    )
     return ap
 
 
@@ -417,12 +449,23 @@ def cosine_table(runs: Sequence[str | Path], use_records: bool = True) -> pd.Dat
         parsed = df["name"].map(split_cosine_name)
         df = df[parsed.notna() & (df["split"] == "train")]
         if len(df):
-            rule_part = pd.DataFrame(parsed[df.index].tolist(), index=df.index,
-                                     columns=["compared", "part"])
-            frames.append(pd.DataFrame({
-                "run": run, "training_rule": df["rule"], "seed": df["seed"],
-                "rule": rule_part["compared"], "iteration": df["iteration"],
-                "part": rule_part["part"], "value": df["value"], "source": "metrics"}))
+            rule_part = pd.DataFrame(
+                parsed[df.index].tolist(), index=df.index, columns=["compared", "part"]
+            )
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "training_rule": df["rule"],
+                        "seed": df["seed"],
+                        "rule": rule_part["compared"],
+                        "iteration": df["iteration"],
+                        "part": rule_part["part"],
+                        "value": df["value"],
+                        "source": "metrics",
+                    }
+                )
+            )
         elif use_records and list(Path(run).glob("records/iter_*.h5")):
             frames.append(_record_cosines(run))
     columns = ["run", "training_rule", "seed", "rule", "iteration", "part", "value", "source"]
@@ -441,10 +484,18 @@ def _record_cosines(run: str | Path) -> pd.DataFrame:
         cos = analysis.gradient_alignment(ds, by=by).cosine.compute()
         df = cos.to_dataframe().reset_index()
         for rec in df.itertuples():
-            rows.append({"run": str(run), "training_rule": rule, "seed": seed, "rule": rec.rule,
-                         "iteration": int(rec.iteration),
-                         "part": rec.part, "value": rec.cosine,
-                         "source": "records"})
+            rows.append(
+                {
+                    "run": str(run),
+                    "training_rule": rule,
+                    "seed": seed,
+                    "rule": rec.rule,
+                    "iteration": int(rec.iteration),
+                    "part": rec.part,
+                    "value": rec.cosine,
+                    "source": "records",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -463,9 +514,11 @@ def select_trained_with(table: pd.DataFrame, trained_with: str) -> pd.DataFrame:
 
 def trained_with_help() -> str:
     """Help text of the ``--trained-with`` option shared by the alignment figures."""
-    return ("which runs a rule's cosines come from: 'own' (default: runs trained with that rule, "
-            "i.e. the gradient each run followed), a rule name (every compared rule along the "
-            "weights of runs trained with it), or 'any' (pool every run)")
+    return (
+        "which runs a rule's cosines come from: 'own' (default: runs trained with that rule, "
+        "i.e. the gradient each run followed), a rule name (every compared rule along the "
+        "weights of runs trained with it), or 'any' (pool every run)"
+    )
 
 
 def trained_with_text(trained_with: str) -> str:

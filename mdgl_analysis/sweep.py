@@ -56,20 +56,42 @@ def run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, An
         meta = run.meta()
         target = config_mod.load(config_file).train.iterations
         if meta["status"] == "completed" and meta["iteration"] >= target:
-            return {"rule": rule, "seed": seed, "path": folder, "status": "completed",
-                    "note": "already completed"}
+            return {
+                "rule": rule,
+                "seed": seed,
+                "path": folder,
+                "status": "completed",
+                "note": "already completed",
+            }
         cmd = ["resume", folder, "--iterations", str(target)]
     else:
-        cmd = ["train", "--config", config_file, "--rule", rule, "--seed", str(seed),
-               "--out", folder]
-    done = subprocess.run([sys.executable, "-m", "mdgl_analysis", *cmd, "--no-progress"],
-                          capture_output=True, text=True)
+        cmd = [
+            "train",
+            "--config",
+            config_file,
+            "--rule",
+            rule,
+            "--seed",
+            str(seed),
+            "--out",
+            folder,
+        ]
+    done = subprocess.run(
+        [sys.executable, "-m", "mdgl_analysis", *cmd, "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     lines = done.stderr.strip().splitlines()
     status = RunFolder(folder).meta()["status"] if RunFolder(folder).exists() else "failed"
     if done.returncode != 0 and status == "running":
         status = "failed"
-    return {"rule": rule, "seed": seed, "path": folder, "status": status,
-            "note": lines[-1] if done.returncode != 0 and lines else ""}
+    return {
+        "rule": rule,
+        "seed": seed,
+        "path": folder,
+        "status": status,
+        "note": lines[-1] if done.returncode != 0 and lines else "",
+    }
 
 
 class Sweep:
@@ -81,8 +103,9 @@ class Sweep:
         self.manifest = self.folder / MANIFEST
 
     @classmethod
-    def create_or_open(cls, folder: str | Path, cfg: Config, rules: list[str],
-                       seeds: list[int]) -> Sweep:
+    def create_or_open(
+        cls, folder: str | Path, cfg: Config, rules: list[str], seeds: list[int]
+    ) -> Sweep:
         sweep = cls(folder)
         if sweep.manifest.exists():
             old = config_mod.load(sweep.config_file)
@@ -98,12 +121,26 @@ class Sweep:
         entries = {(e["rule"], e["seed"]): e for e in sweep.read().get("runs", [])}
         for rule in rules:
             for seed in seeds:
-                entries.setdefault((rule, seed), {"rule": rule, "seed": seed,
-                                                  "path": str(sweep.run_path(rule, seed)),
-                                                  "status": "pending", "note": ""})
-        sweep.write({"created": sweep.read().get("created", now()), "updated": now(),
-                     "config": str(sweep.config_file), "rules": rules, "seeds": seeds,
-                     "runs": list(entries.values())})
+                entries.setdefault(
+                    (rule, seed),
+                    {
+                        "rule": rule,
+                        "seed": seed,
+                        "path": str(sweep.run_path(rule, seed)),
+                        "status": "pending",
+                        "note": "",
+                    },
+                )
+        sweep.write(
+            {
+                "created": sweep.read().get("created", now()),
+                "updated": now(),
+                "config": str(sweep.config_file),
+                "rules": rules,
+                "seeds": seeds,
+                "runs": list(entries.values()),
+            }
+        )
         return sweep
 
     def run_path(self, rule: str, seed: int) -> Path:
@@ -117,16 +154,20 @@ class Sweep:
 
     def update(self, entry: dict[str, Any]) -> None:
         data = self.read()
-        data["runs"] = [entry if (e["rule"], e["seed"]) == (entry["rule"], entry["seed"]) else e
-                        for e in data["runs"]]
+        data["runs"] = [
+            entry if (e["rule"], e["seed"]) == (entry["rule"], entry["seed"]) else e
+            for e in data["runs"]
+        ]
         data["updated"] = now()
         self.write(data)
 
-    def run(self, rules: list[str], seeds: list[int], jobs: int = 1,
-            address: str | None = None) -> list[dict[str, Any]]:
+    def run(
+        self, rules: list[str], seeds: list[int], jobs: int = 1, address: str | None = None
+    ) -> list[dict[str, Any]]:
         """Run every (rule, seed); returns the manifest entries."""
-        todo = [(str(self.run_path(r, s)), str(self.config_file), r, s)
-                for s in seeds for r in rules]
+        todo = [
+            (str(self.run_path(r, s)), str(self.config_file), r, s) for s in seeds for r in rules
+        ]
         results = []
         if address:
             from distributed import Client, as_completed
@@ -150,5 +191,7 @@ class Sweep:
 
 def _say(entry: dict[str, Any]) -> None:
     note = f" ({entry['note']})" if entry.get("note") else ""
-    print(f"{entry['rule']:<14} seed {entry['seed']:<4} {entry['status']:<11} "
-          f"{entry['path']}{note}", flush=True)
+    print(
+        f"{entry['rule']:<14} seed {entry['seed']:<4} {entry['status']:<11} {entry['path']}{note}",
+        flush=True,
+    )

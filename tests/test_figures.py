@@ -25,17 +25,40 @@ from mdgl_analysis import analysis, plotting  # noqa: E402
 from mdgl_analysis.cli import main as mdgl_main  # noqa: E402
 
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
-SCRIPTS = ("fig3c_learning_curves", "alignment_over_training", "alignment_by_block",
-           "alignment_over_time", "recorded_trial")
+SCRIPTS = (
+    "fig3c_learning_curves",
+    "alignment_over_training",
+    "alignment_by_block",
+    "alignment_over_time",
+    "recorded_trial",
+)
 RULES = ("bptt", "eprop", "mdgl")
 SEEDS = (1, 2)
 TINY = [
-    "--preset", "demo", "--iterations", "6",
-    "--set", "task.n_cues=3", "--set", "task.delay_ms=50",
-    "--set", "network.n_regular=25", "--set", "network.n_adaptive=25",
-    "--set", "train.batch=8", "--set", "train.val_batch=8", "--set", "train.val_every=1",
-    "--set", "train.compare_every=2",
-    "--set", "record.every=3", "--set", "record.trials=0-1",
+    "--preset",
+    "demo",
+    "--iterations",
+    "6",
+    "--set",
+    "task.n_cues=3",
+    "--set",
+    "task.delay_ms=50",
+    "--set",
+    "network.n_regular=25",
+    "--set",
+    "network.n_adaptive=25",
+    "--set",
+    "train.batch=8",
+    "--set",
+    "train.val_batch=8",
+    "--set",
+    "train.val_every=1",
+    "--set",
+    "train.compare_every=2",
+    "--set",
+    "record.every=3",
+    "--set",
+    "record.trials=0-1",
 ]
 
 
@@ -56,8 +79,19 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for rule in RULES:
         for seed in SEEDS:
             out = base / f"group{k % 2}" / f"run{k}"
-            rc = mdgl_main(["train", *TINY, "--rule", rule, "--seed", str(seed),
-                            "--out", str(out), "--no-progress"])
+            rc = mdgl_main(
+                [
+                    "train",
+                    *TINY,
+                    "--rule",
+                    rule,
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
             assert rc == 0
             k += 1
     return base
@@ -122,8 +156,23 @@ def test_cosine_names_split_into_rule_and_part() -> None:
 
 def test_recorded_trial_options(root: Path, tmp_path: Path) -> None:
     script = load_script("recorded_trial")
-    paths = script.main([str(root), "--out", str(tmp_path), "--rule", "mdgl", "--seed", "2",
-                         "--iteration", "0", "--trial", "1", "--signals", "bptt,mdgl"])
+    paths = script.main(
+        [
+            str(root),
+            "--out",
+            str(tmp_path),
+            "--rule",
+            "mdgl",
+            "--seed",
+            "2",
+            "--iteration",
+            "0",
+            "--trial",
+            "1",
+            "--signals",
+            "bptt,mdgl",
+        ]
+    )
     assert all(p.stat().st_size > 0 for p in paths)
     with pytest.raises(SystemExit, match="iteration 1 was not recorded"):
         script.main([str(root), "--out", str(tmp_path), "--iteration", "1"])
@@ -145,10 +194,24 @@ def test_save_writes_png_and_pdf(tmp_path: Path) -> None:
 
 
 def test_task_epochs_follow_the_config() -> None:
-    cfg = {"network": {"dt": 1.0},
-           "task": {"n_cues": 3, "cue_ms": 50, "gap_ms": 25, "delay_ms": 50, "recall_ms": 100,
-                    "cue_rate_hz": 40.0, "noise_rate_hz": 10.0}}
+    cfg = {
+        "network": {"dt": 1.0},
+        "task": {
+            "n_cues": 3,
+            "cue_ms": 50,
+            "gap_ms": 25,
+            "delay_ms": 50,
+            "recall_ms": 100,
+            "cue_rate_hz": 40.0,
+            "noise_rate_hz": 10.0,
+        },
+    }
     epochs = pd.DataFrame(plotting.task_epochs(cfg))
     assert epochs["kind"].tolist() == ["cue", "cue", "cue", "delay", "recall"]
     assert epochs[["start", "stop"]].to_numpy().tolist() == [
-        [0, 50], [75, 125], [150, 200], [200, 250], [250, 350]]
+        [0, 50],
+        [75, 125],
+        [150, 200],
+        [200, 250],
+        [250, 350],
+    ]
