@@ -149,12 +149,32 @@ def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
     """
     post = np.asarray(ds[f"post_{matrix}"].values, dtype=np.intp)
     synapse = f"synapse_{matrix}"
+    order = np.argsort(post, kind="stable")  # synapses grouped by postsynaptic cell
+    cells, starts = np.unique(post[order], return_index=True)
+    ends = np.append(starts[1:], len(post))
 
     def contract(signal: np.ndarray, trace: np.ndarray) -> np.ndarray:
-        # signal [..., trial, neuron], trace [..., trial, synapse] -> [..., synapse]
-        gathered = np.take(signal, post, axis=-1)  # a fresh array, multiplied in place
-        gathered *= trace
-        return gathered.sum(axis=-2)
+        # signal [..., time, trial, neuron], trace [..., time, trial, synapse] -> [..., time,
+        # synapse]: for the synapses onto cell p, sum_trial s_p(t) e(t) is one small matrix
+        # product per step, batched over steps ([time, rules, trial] @ [time, trial, synapses])
+        lead = np.broadcast_shapes(signal.shape[:-3], trace.shape[:-3])
+        n_t, n_b = signal.shape[-3], signal.shape[-2]
+        sig = np.broadcast_to(signal, (*lead, *signal.shape[-3:])).reshape(
+            -1, n_t, n_b, signal.shape[-1]
+        )
+        sig = np.ascontiguousarray(sig.transpose(1, 3, 0, 2))  # [time, neuron, lead, trial]
+        tr = trace.reshape(-1, n_t, n_b, trace.shape[-1])  # time is the last loop dim
+        if tr.shape[0] != 1:  # traces differ along the lead dims: gather per lead index
+            g = np.take(signal, post, axis=-1)
+            g *= trace
+            return g.sum(axis=-2)
+        tr = tr[0][..., order]
+        out = np.empty((n_t, sig.shape[2], len(post)), dtype=np.result_type(sig, tr))
+        for cell, a, b in zip(cells, starts, ends, strict=True):
+            np.matmul(sig[:, cell], tr[:, :, a:b], out=out[:, :, a:b])
+        result = np.empty_like(out)
+        result[..., order] = out
+        return result.transpose(1, 0, 2).reshape(*lead, n_t, len(post))
 
     out = xr.apply_ufunc(
         contract,
@@ -169,13 +189,24 @@ def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
     return out.rename(f"contribution_{matrix}").assign_coords(coords)
 
 
-def _windows(da: xr.DataArray, window_ms: float) -> xr.DataArray:
-    """Sum ``time`` into windows of ``window_ms``; the new ``window`` coordinate is its start."""
+def _window_steps(da: xr.DataArray | xr.Dataset, window_ms: float) -> int:
     dt = float(da.time[1] - da.time[0]) if da.sizes["time"] > 1 else 1.0
-    steps = max(1, int(round(window_ms / dt)))
-    summed = da.coarsen(time=steps, boundary="trim").sum()
-    starts = da.time.values[: summed.sizes["time"] * steps : steps]
-    return summed.rename(time="window").assign_coords(window=("window", starts))
+    return max(1, int(round(window_ms / dt)))
+
+
+def _windows(da: xr.DataArray, window_ms: float) -> xr.DataArray:
+    """Sum ``time`` into windows of ``window_ms`` (a last partial window is dropped); the new
+    ``window`` coordinate is each window's start. A product with a ``[time, window]`` indicator,
+    so dask reduces chunk by chunk whatever the chunking."""
+    steps = _window_steps(da, window_ms)
+    n = da.sizes["time"] // steps
+    index = np.arange(da.sizes["time"]) // steps
+    indicator = xr.DataArray(
+        (index[:, None] == np.arange(n)[None, :]).astype(np.float32),
+        dims=("time", "window"),
+        coords={"window": da.time.values[: n * steps : steps]},
+    )
+    return xr.dot(da, indicator, dim="time")
 
 
 def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec") -> xr.Dataset:
