@@ -49,8 +49,16 @@ def parse_rules(text: str) -> list[str]:
 
 
 def run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, Any]:
-    """Train (or resume) one run in a subprocess; returns its manifest entry. Runs anywhere the
-    sweep folder is visible (a dask worker included)."""
+    """Train (or resume) one run in a subprocess; returns its manifest entry, ``failed`` with the
+    reason when anything goes wrong. Runs anywhere the sweep folder is visible (a dask worker
+    included)."""
+    try:
+        return _run_one(folder, config_file, rule, seed)
+    except Exception as err:  # noqa: BLE001 - one broken run must not stop the sweep
+        return {"rule": rule, "seed": seed, "path": folder, "status": "failed", "note": str(err)}
+
+
+def _run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, Any]:
     run = RunFolder(folder)
     if run.exists():
         meta = run.meta()

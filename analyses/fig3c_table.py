@@ -1,0 +1,104 @@
+"""The Fig. 3C results table: validation loss and accuracy per rule at checkpoints, over seeds.
+
+    python analyses/fig3c_table.py RUN_OR_FOLDER... [--checkpoints 100,200,300] [--out DIR]
+
+For each rule (from each run's config) and checkpoint k: the mean over the last five validation
+points up to k (k-40, ..., k, i.e. the paper's 5-point smoothing ending at k) of every run, then the
+mean and std (ddof = 1) over runs. Also the wall-clock seconds per training iteration of each rule
+(run.json start and end over the iterations run), and the paper's values at iteration 2000 (spec
+section G). Writes fig3c_table.csv and fig3c_table.md into DIR (default analyses/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mdgl_analysis import analysis as A
+
+PAPER = {  # spec section G: the saved Fig. 3C runs, mean over 5 runs around iteration 2000
+    "bptt": {"loss": 0.08, "accuracy": 0.98},
+    "mdgl": {"loss": 0.24, "accuracy": 0.90},
+    "eprop": {"loss": 0.49, "accuracy": 0.76},
+}
+LABELS = {"bptt": "BPTT", "eprop": "e-prop", "mdgl": "MDGL"}
+
+
+def seconds_per_iteration(run: Path) -> float:
+    meta = json.loads((run / "run.json").read_text())
+    start = dt.datetime.fromisoformat(meta["started"])
+    end = dt.datetime.fromisoformat(meta["ended"])
+    return (end - start).total_seconds() / max(1, meta["iteration"])
+
+
+def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
+    metrics = A.load_metrics(runs)
+    val = metrics[metrics.split == "val"]
+    rows = []
+    for rule, by_rule in val.groupby("rule", sort=False):
+        rule_runs = sorted(by_rule.run.unique())
+        row = {"rule": rule, "runs": len(rule_runs)}
+        for k in checkpoints:
+            for name in ("loss", "accuracy"):
+                sel = by_rule[(by_rule.name == name) & (by_rule.iteration > k - 50)
+                              & (by_rule.iteration <= k)]
+                per_run = sel.groupby("run")["value"].mean()
+                if len(per_run) == 0:
+                    continue
+                row[f"{name}@{k} mean"] = per_run.mean()
+                row[f"{name}@{k} std"] = per_run.std(ddof=1) if len(per_run) > 1 else 0.0
+        row["s/iteration"] = sum(seconds_per_iteration(Path(r)) for r in rule_runs) / len(
+            rule_runs)
+        for name in ("loss", "accuracy"):
+            row[f"paper {name}@2000"] = PAPER.get(rule, {}).get(name)
+        rows.append(row)
+    order = {r: i for i, r in enumerate(["bptt", "mdgl", "eprop"])}
+    return pd.DataFrame(rows).sort_values("rule", key=lambda s: s.map(order)).reset_index(
+        drop=True)
+
+
+def markdown(df: pd.DataFrame, checkpoints: list[int]) -> str:
+    head = ["rule", "runs"] + [f"val loss @{k}" for k in checkpoints] + [
+        f"val accuracy @{k}" for k in checkpoints] + ["paper loss / accuracy @2000",
+                                                       "s / iteration"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in df.iterrows():
+        cells = [LABELS.get(r["rule"], r["rule"]), str(r["runs"])]
+        for name in ("loss", "accuracy"):
+            for k in checkpoints:
+                m, s = r.get(f"{name}@{k} mean"), r.get(f"{name}@{k} std")
+                cells.append("" if pd.isna(m) else f"{m:.3f} ± {s:.3f}")
+        p_loss, p_acc = r["paper loss@2000"], r["paper accuracy@2000"]
+        cells.append("" if pd.isna(p_loss) else f"{p_loss:.2f} / {p_acc:.2f}")
+        cells.append(f"{r['s/iteration']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--checkpoints", default="100,200,300")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    checkpoints = [int(k) for k in args.checkpoints.split(",")]
+    runs = A.find_runs(args.runs)
+    done = [r for r in runs if json.loads((r / "run.json").read_text())["status"] == "completed"]
+    for r in sorted(set(runs) - set(done)):
+        print(f"skipped (not completed): {r}")
+    df = table(done, checkpoints)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "fig3c_table.csv", index=False)
+    md = markdown(df, checkpoints)
+    (out / "fig3c_table.md").write_text(md)
+    print(md)
+    print(f"wrote {out / 'fig3c_table.csv'} and {out / 'fig3c_table.md'}")
+
+
+if __name__ == "__main__":
+    main()
