@@ -1,4 +1,5 @@
-# make demo: train a small network on the built-in demo preset and print where its run folder is.
+# make demo: train a small network on the built-in demo preset (recording a few iterations),
+# verify its records, draw its figures and print where they are.
 # make test: ruff, then the whole test suite.
 # Both create .venv when missing and install the project into it. torch is installed as
 # torch==2.13.0 (the CPU wheel on this machine) unless the venv already has a torch.
@@ -20,7 +21,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mdgl train --preset demo --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	@run=runs/demo-$$(date +%Y%m%d-%H%M%S); \
+	$(BIN)/mdgl train --preset demo --out $$run && \
+	$(BIN)/mdgl verify $$run && \
+	$(BIN)/mdgl figures $$run --out $$run/figures && \
+	echo "figures of the demo run: $$run/figures"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

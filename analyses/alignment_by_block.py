@@ -1,6 +1,6 @@
 """Alignment with BPTT per cell-type block: E→E, E→I, I→E, I→I, input→E, input→I, per rule.
 
-    python analyses/alignment_by_block.py RUN_OR_FOLDER... [--out DIR] [--trained-with own]
+    python analyses/alignment_by_block.py RUN_OR_FOLDER... [--out DIR] [--trained-with auto]
                                           [--min-iteration N] [--max-iteration N]
 
 The cosine similarity of a rule's gradient with BPTT's, restricted to the existing synapses of one
@@ -49,13 +49,15 @@ def summary(seeds: pd.DataFrame) -> pd.DataFrame:
 
 def plot(
     runs: Sequence[str | Path],
-    trained_with: str = "own",
+    trained_with: str = "auto",
     min_iteration: int | None = None,
     max_iteration: int | None = None,
 ) -> Figure:
     """Grouped bars: blocks along x, one bar per compared rule, seeds as dots."""
     plotting.warn_duplicates(plotting.run_key(r) for r in runs)
-    table = plotting.select_trained_with(plotting.cosine_table(runs), trained_with)
+    table = plotting.cosine_table(runs)
+    trained_with = plotting.resolve_trained_with(table, trained_with) if len(table) else "any"
+    table = plotting.select_trained_with(table, trained_with)
     table = table[table["part"].isin(BLOCKS) & table["rule"].ne("bptt")]
     if min_iteration is not None:
         table = table[table["iteration"] >= min_iteration]
@@ -165,7 +167,7 @@ def plot(
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Command line: find the runs, draw, save; prints and returns the written paths."""
     ap = plotting.parser(__doc__, NAME)
-    ap.add_argument("--trained-with", default="own", help=plotting.trained_with_help())
+    ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())
     ap.add_argument("--min-iteration", type=int, help="average only from this iteration on")
     ap.add_argument("--max-iteration", type=int, help="average only up to this iteration")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Alignment with BPTT within a trial: when does each rule assign credit like BPTT?
 
     python analyses/alignment_over_time.py RUN_OR_FOLDER... [--out DIR] [--window-ms 50]
-                                           [--trained-with own] [--matrix rec,in]
+                                           [--trained-with auto] [--matrix rec,in]
 
 From recorded runs (records/iter_*.h5 with the signals and traces groups): each rule's gradient
 contribution learning_signal x eligibility trace, summed over the recorded trials and over a time
@@ -73,13 +73,14 @@ def collect(
         if not record_files(run):
             continue
         rule, seed = plotting.run_key(run)
-        if trained_with not in ("own", "any") and rule != trained_with:
+        if trained_with not in ("own", "any", "auto") and rule != trained_with:
             continue
         df = run_table(run, window_ms, matrices, [rule] if trained_with == "own" else None)
         if df.empty:
             continue
         df["training_rule"], df["seed"], df["run"] = rule, seed, str(run)
-        df = plotting.select_trained_with(df, trained_with)
+        if trained_with != "auto":
+            df = plotting.select_trained_with(df, trained_with)
         if len(df):
             frames.append(df)
             config = config or analysis.run_config(run)
@@ -89,13 +90,14 @@ def collect(
             "with --set record.every=K and quantities state,signals,traces; with --trained-with "
             "own a run counts only if its own rule was recorded; try --trained-with bptt or any)"
         )
-    return pd.concat(frames, ignore_index=True), config
+    table = pd.concat(frames, ignore_index=True)
+    return plotting.select_trained_with(table, trained_with), config
 
 
 def plot(
     runs: Sequence[str | Path],
     window_ms: float = 50.0,
-    trained_with: str = "own",
+    trained_with: str = "auto",
     matrices: Sequence[str] = ("rec", "in"),
 ) -> Figure:
     """One column per weight matrix: the task's epochs on top, cosine per window below."""
@@ -182,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     ap.add_argument(
         "--window-ms", type=float, default=50.0, help="width of the time windows in ms (default 50)"
     )
-    ap.add_argument("--trained-with", default="own", help=plotting.trained_with_help())
+    ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())
     ap.add_argument(
         "--matrix",
         default="rec,in",

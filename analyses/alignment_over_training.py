@@ -1,6 +1,6 @@
 """Alignment with BPTT over training: cosine similarity of each rule's gradient with BPTT's.
 
-    python analyses/alignment_over_training.py RUN_OR_FOLDER... [--out DIR] [--trained-with own]
+    python analyses/alignment_over_training.py RUN_OR_FOLDER... [--out DIR] [--trained-with auto]
 
 Panel A: recurrent weights, panel B: input weights. The cosine is the one the trainer logs every
 train.compare_every iterations (metrics cos_<rule>_rec and cos_<rule>_in: the rule's raw gradient
@@ -47,10 +47,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def plot(runs: Sequence[str | Path], trained_with: str = "own") -> Figure:
+def plot(runs: Sequence[str | Path], trained_with: str = "auto") -> Figure:
     """Two panels (recurrent, input weights), one mean line and ±std band per compared rule."""
     plotting.warn_duplicates(plotting.run_key(r) for r in runs)
     table = plotting.cosine_table(runs)
+    trained_with = plotting.resolve_trained_with(table, trained_with) if len(table) else "any"
     table = plotting.select_trained_with(table, trained_with)
     table = table[table["part"].isin(PARTS) & table["rule"].ne("bptt")]
     if table.empty:
@@ -108,7 +109,7 @@ def plot(runs: Sequence[str | Path], trained_with: str = "own") -> Figure:
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     """Command line: find the runs, draw, save; prints and returns the written paths."""
     ap = plotting.parser(__doc__, NAME)
-    ap.add_argument("--trained-with", default="own", help=plotting.trained_with_help())
+    ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())
     args = ap.parse_args(argv)
     fig = plot(plotting.runs_in(args.paths), args.trained_with)
     paths = plotting.save(fig, args.out, NAME)

@@ -44,27 +44,29 @@ def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
         row = {"rule": rule, "runs": len(rule_runs)}
         for k in checkpoints:
             for name in ("loss", "accuracy"):
-                sel = by_rule[(by_rule.name == name) & (by_rule.iteration > k - 50)
-                              & (by_rule.iteration <= k)]
+                sel = by_rule[
+                    (by_rule.name == name) & (by_rule.iteration > k - 50) & (by_rule.iteration <= k)
+                ]
                 per_run = sel.groupby("run")["value"].mean()
                 if len(per_run) == 0:
                     continue
                 row[f"{name}@{k} mean"] = per_run.mean()
                 row[f"{name}@{k} std"] = per_run.std(ddof=1) if len(per_run) > 1 else 0.0
-        row["s/iteration"] = sum(seconds_per_iteration(Path(r)) for r in rule_runs) / len(
-            rule_runs)
+        row["s/iteration"] = sum(seconds_per_iteration(Path(r)) for r in rule_runs) / len(rule_runs)
         for name in ("loss", "accuracy"):
             row[f"paper {name}@2000"] = PAPER.get(rule, {}).get(name)
         rows.append(row)
     order = {r: i for i, r in enumerate(["bptt", "mdgl", "eprop"])}
-    return pd.DataFrame(rows).sort_values("rule", key=lambda s: s.map(order)).reset_index(
-        drop=True)
+    return pd.DataFrame(rows).sort_values("rule", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
 def markdown(df: pd.DataFrame, checkpoints: list[int]) -> str:
-    head = ["rule", "runs"] + [f"val loss @{k}" for k in checkpoints] + [
-        f"val accuracy @{k}" for k in checkpoints] + ["paper loss / accuracy @2000",
-                                                       "s / iteration"]
+    head = (
+        ["rule", "runs"]
+        + [f"val loss @{k}" for k in checkpoints]
+        + [f"val accuracy @{k}" for k in checkpoints]
+        + ["paper loss / accuracy @2000", "s / iteration"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = [LABELS.get(r["rule"], r["rule"]), str(r["runs"])]

@@ -145,7 +145,7 @@ PRESETS: dict[str, Config] = {
     # A few minutes on a laptop CPU: a shorter trial and a smaller batch, same network.
     "demo": Config(
         task=TaskConfig(cue_ms=50, gap_ms=25, delay_ms=200, recall_ms=100),
-        train=TrainConfig(iterations=300, batch=32, val_batch=32, val_every=10),
+        train=TrainConfig(iterations=300, batch=32, val_batch=32, val_every=10, compare_every=10),
         record=RecordConfig(every=100, trials="0-7"),
         run=RunConfig(checkpoint_every=50),
     ),

@@ -499,12 +499,23 @@ def _record_cosines(run: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def resolve_trained_with(table: pd.DataFrame, trained_with: str) -> str:
+    """``auto`` is ``own`` when some run compared its own training rule, else ``any`` (e.g.
+    runs trained with BPTT, whose comparisons are all of other rules)."""
+    if trained_with != "auto":
+        return trained_with
+    own = (table["rule"] == table["training_rule"]) & table["rule"].ne("bptt")
+    return "own" if own.any() else "any"
+
+
 def select_trained_with(table: pd.DataFrame, trained_with: str) -> pd.DataFrame:
     """Rows of a :func:`cosine_table` by the rule the run was trained with.
 
     ``own``: each run's own training rule only (the gradient that run followed); ``any``: every
-    compared rule of every run; a rule name: every compared rule, from runs trained with it.
+    compared rule of every run; a rule name: every compared rule, from runs trained with it;
+    ``auto``: see :func:`resolve_trained_with`.
     """
+    trained_with = resolve_trained_with(table, trained_with)
     if trained_with == "own":
         return table[table["rule"] == table["training_rule"]]
     if trained_with == "any":
@@ -515,14 +526,17 @@ def select_trained_with(table: pd.DataFrame, trained_with: str) -> pd.DataFrame:
 def trained_with_help() -> str:
     """Help text of the ``--trained-with`` option shared by the alignment figures."""
     return (
-        "which runs a rule's cosines come from: 'own' (default: runs trained with that rule, "
-        "i.e. the gradient each run followed), a rule name (every compared rule along the "
-        "weights of runs trained with it), or 'any' (pool every run)"
+        "which runs a rule's cosines come from: 'own' (runs trained with that rule, i.e. the "
+        "gradient each run followed), a rule name (every compared rule along the weights of "
+        "runs trained with it), 'any' (pool every run), or 'auto' (default: own when the runs "
+        "compared their own rules, else any)"
     )
 
 
 def trained_with_text(trained_with: str) -> str:
     """A short phrase for titles: where the compared weights came from."""
+    if trained_with == "auto":
+        return "each rule along its own training runs, or pooled over all runs"
     if trained_with == "own":
         return "each rule along its own training runs"
     if trained_with == "any":
