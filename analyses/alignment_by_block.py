@@ -174,11 +174,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     fig = plot(
         plotting.runs_in(args.paths), args.trained_with, args.min_iteration, args.max_iteration
     )
-    paths = plotting.save(fig, args.out, NAME)
-    plt.close(fig)
-    for p in paths:
-        print(p)
-    return paths
+    return plotting.finish(fig, args.out, NAME)
 
 
 if __name__ == "__main__":

@@ -196,11 +196,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     if bad or not matrices:
         ap.error(f"--matrix {args.matrix!r}: allowed rec, in")
     fig = plot(plotting.runs_in(args.paths), args.window_ms, args.trained_with, matrices)
-    paths = plotting.save(fig, args.out, NAME)
-    plt.close(fig)
-    for p in paths:
-        print(p)
-    return paths
+    return plotting.finish(fig, args.out, NAME)
 
 
 if __name__ == "__main__":

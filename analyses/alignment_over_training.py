@@ -112,11 +112,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())
     args = ap.parse_args(argv)
     fig = plot(plotting.runs_in(args.paths), args.trained_with)
-    paths = plotting.save(fig, args.out, NAME)
-    plt.close(fig)
-    for p in paths:
-        print(p)
-    return paths
+    return plotting.finish(fig, args.out, NAME)
 
 
 if __name__ == "__main__":

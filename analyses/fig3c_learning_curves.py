@@ -76,11 +76,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     )
     args = ap.parse_args(argv)
     fig = plot(plotting.runs_in(args.paths), args.smooth)
-    paths = plotting.save(fig, args.out, NAME)
-    plt.close(fig)
-    for p in paths:
-        print(p)
-    return paths
+    return plotting.finish(fig, args.out, NAME)
 
 
 if __name__ == "__main__":

@@ -384,11 +384,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         args.cells,
         args.synapses,
     )
-    paths = plotting.save(fig, args.out, NAME)
-    plt.close(fig)
-    for p in paths:
-        print(p)
-    return paths
+    return plotting.finish(fig, args.out, NAME)
 
 
 if __name__ == "__main__":

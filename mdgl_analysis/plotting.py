@@ -542,3 +542,14 @@ def trained_with_text(trained_with: str) -> str:
     if trained_with == "any":
         return "pooled over runs of every training rule"
     return f"along runs trained with {rule_label(trained_with)}"
+
+
+def finish(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
+    """Save ``fig`` as PNG and PDF, close it, print and return the written paths."""
+    paths = save(fig, out_dir, name)
+    import matplotlib.pyplot as plt  # after the scripts chose their backend
+
+    plt.close(fig)
+    for path in paths:
+        print(path)
+    return paths

@@ -39,3 +39,22 @@ def make_small(seed: int = 0, scale_in: float = 3.0, **train):
     snap = net.snapshot()
     fwd = forward(snap, batch.x, batch.target, cfg)
     return cfg, net, snap, fwd
+
+
+def train_process(cfg_file, out, **popen):
+    """``mdgl train --config cfg_file --out out`` as a subprocess (for kill and limit tests)."""
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "mdgl_analysis",
+        "train",
+        "--config",
+        str(cfg_file),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)

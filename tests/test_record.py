@@ -26,7 +26,7 @@ from mdgl_analysis.schema import SCHEMA_VERSION, VARIABLES, selected
 from mdgl_analysis.train import resume, start
 from mdgl_analysis.verify import contract, recompute
 
-from helpers import small_config
+from helpers import small_config, train_process
 
 ALL = "state,signals,credit,traces,eligibility"
 
@@ -224,21 +224,7 @@ def test_sigkill_at_random_moments_leaves_complete_records_and_resume_continues(
     rng = random.Random(0)
     for trial in range(10):
         out = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mdgl_analysis",
-                "train",
-                "--config",
-                str(cfg_file),
-                "--out",
-                str(out),
-                "--no-progress",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = train_process(cfg_file, out)
         deadline = time.time() + 60
         while not (out / "records").exists() and time.time() < deadline:
             time.sleep(0.01)

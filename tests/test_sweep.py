@@ -10,8 +10,20 @@ from mdgl_analysis.cli import main
 from mdgl_analysis.config import ConfigError
 from mdgl_analysis.sweep import parse_rules, parse_seeds
 
-TINY = ["--set", "task.delay_ms=50", "--set", "task.cue_ms=20", "--set", "task.gap_ms=10",
-        "--set", "record.every=0", "--set", "train.batch=8", "--set", "train.val_batch=8"]
+TINY = [
+    "--set",
+    "task.delay_ms=50",
+    "--set",
+    "task.cue_ms=20",
+    "--set",
+    "task.gap_ms=10",
+    "--set",
+    "record.every=0",
+    "--set",
+    "train.batch=8",
+    "--set",
+    "train.val_batch=8",
+]
 
 
 def test_seeds_and_rules_are_parsed_and_bad_ones_named():
@@ -31,13 +43,30 @@ def test_sweep_runs_every_pair_skips_completed_ones_and_survives_a_failure(tmp_p
     (out / "eprop-s2").mkdir(parents=True)  # a broken folder where one run should go
     (out / "eprop-s2" / "run.json").write_text("{")
     (out / "eprop-s2" / "config.toml").write_text("")
-    args = ["sweep", "demo", "--rules", "bptt,eprop", "--seeds", "1-2", "--iterations", "2",
-            "--jobs", "2", "--out", str(out), *TINY]
+    args = [
+        "sweep",
+        "demo",
+        "--rules",
+        "bptt,eprop",
+        "--seeds",
+        "1-2",
+        "--iterations",
+        "2",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert main(args) == 1  # one run failed
     manifest = json.loads((out / "sweep.json").read_text())
     status = {(r["rule"], r["seed"]): r["status"] for r in manifest["runs"]}
-    assert status == {("bptt", 1): "completed", ("bptt", 2): "completed",
-                      ("eprop", 1): "completed", ("eprop", 2): "failed"}
+    assert status == {
+        ("bptt", 1): "completed",
+        ("bptt", 2): "completed",
+        ("eprop", 1): "completed",
+        ("eprop", 2): "failed",
+    }
     assert (out / "config.toml").is_file()
     capsys.readouterr()
     # repaired, the sweep runs again: completed runs are skipped, the failed one now runs
@@ -52,14 +81,26 @@ def test_sweep_runs_every_pair_skips_completed_ones_and_survives_a_failure(tmp_p
     # more iterations resume every run instead of starting again
     assert main([*args[:6], "--iterations", "3", *args[8:]]) == 0
     for r in manifest["runs"]:
-        meta = json.loads((tmp_path / "sweep" / f"{r['rule']}-s{r['seed']}" / "run.json")
-                          .read_text())
+        meta = json.loads(
+            (tmp_path / "sweep" / f"{r['rule']}-s{r['seed']}" / "run.json").read_text()
+        )
         assert meta["iteration"] == 3 and meta["resumed"]
 
 
 def test_sweep_refuses_a_folder_made_with_another_configuration(tmp_path):
     out = tmp_path / "s"
-    base = ["sweep", "demo", "--rules", "bptt", "--seeds", "1", "--iterations", "1", "--out",
-            str(out), *TINY]
+    base = [
+        "sweep",
+        "demo",
+        "--rules",
+        "bptt",
+        "--seeds",
+        "1",
+        "--iterations",
+        "1",
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert main(base) == 0
     assert main([*base, "--set", "train.lr=0.1"]) == 2

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -17,7 +15,7 @@ from mdgl_analysis.optim import TFAdam
 from mdgl_analysis.runs import METRICS_HEADER, RunFolder
 from mdgl_analysis.train import Trainer, resume, start
 
-from helpers import small_config
+from helpers import small_config, train_process
 
 
 def tiny_config(iterations: int, **run):
@@ -130,21 +128,7 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text(config_mod.dumps(cfg))
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mdgl_analysis",
-            "train",
-            "--config",
-            str(cfg_file),
-            "--out",
-            str(killed),
-            "--no-progress",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = train_process(cfg_file, killed)
     run = RunFolder(killed)
     deadline = time.time() + 120
     while time.time() < deadline and not (
