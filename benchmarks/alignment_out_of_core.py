@@ -86,15 +86,15 @@ def plain_read(files) -> tuple[float, int]:
 
 
 def analyse(path, window_ms: float) -> xr.Dataset:
+    """Alignment per iteration (matrix and block) and per time window, one compute each."""
     ds = open_run(path)
-    out = xr.merge(
+    return xr.merge(
         [
-            A.gradient_alignment(ds).cosine.rename("cos_matrix"),
-            A.time_alignment(ds, window_ms, "rec").cosine.rename("cos_time_rec"),
-            A.time_alignment(ds, window_ms, "in").cosine.rename("cos_time_in"),
+            A.gradient_alignment(ds).cosine.compute().rename("cos_matrix"),
+            A.gradient_alignment(ds, "block").cosine.compute().rename("cos_block"),
+            A.time_alignments(ds, window_ms).cosine.compute().rename("cos_time"),
         ]
     )
-    return out.compute()
 
 
 def main() -> None:

@@ -137,18 +137,8 @@ def gradient_alignment(ds: xr.Dataset, by: str = "matrix") -> xr.Dataset:
     return xr.concat(out, dim="part")
 
 
-def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
-    """Per-step gradient contribution ``sum_trial s_rule(t)[post] * e(t)`` of every rule, lazily.
-
-    BPTT's, in the same factorisation, is the total learning signal times the same traces
-    (spec I.3). Summed over ``time`` it equals the recorded gradient when every trial and the
-    whole trial were recorded.
-
-    Returns:
-        DataArray (..., ``rule``, ``time``, ``synapse_<matrix>``).
-    """
-    post = np.asarray(ds[f"post_{matrix}"].values, dtype=np.intp)
-    synapse = f"synapse_{matrix}"
+def _contractor(post: np.ndarray):
+    """``f(signal, trace)``: ``sum_trial signal[..., post] * trace`` for one synapse list."""
     order = np.argsort(post, kind="stable")  # synapses grouped by postsynaptic cell
     cells, starts = np.unique(post[order], return_index=True)
     ends = np.append(starts[1:], len(post))
@@ -176,17 +166,48 @@ def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
         result[..., order] = out
         return result.transpose(1, 0, 2).reshape(*lead, n_t, len(post))
 
-    out = xr.apply_ufunc(
-        contract,
+    return contract
+
+
+def contributions(
+    ds: xr.Dataset, matrices: Sequence[str] = ("rec", "in")
+) -> dict[str, xr.DataArray]:
+    """Per-step gradient contributions ``sum_trial s_rule(t)[post] * e(t)`` of every rule, for
+    several weight matrices in one lazy pass (each signal chunk is read once).
+
+    BPTT's, in the same factorisation, is the total learning signal times the same traces
+    (spec I.3). Summed over ``time`` they equal the recorded gradients when every trial and the
+    whole trial were recorded.
+
+    Returns:
+        matrix -> DataArray (..., ``rule``, ``time``, ``synapse_<matrix>``).
+    """
+    funcs = [_contractor(np.asarray(ds[f"post_{m}"].values, dtype=np.intp)) for m in matrices]
+
+    def contract_all(signal: np.ndarray, *traces: np.ndarray):
+        outs = tuple(f(signal, trace) for f, trace in zip(funcs, traces, strict=True))
+        return outs if len(outs) > 1 else outs[0]
+
+    outs = xr.apply_ufunc(
+        contract_all,
         ds.learning_signal.reset_coords(drop=True).chunk({"rule": -1}),  # every rule per block
-        ds[f"e_{matrix}"].reset_coords(drop=True),
-        input_core_dims=[["trial", "neuron"], ["trial", synapse]],
-        output_core_dims=[[synapse]],
+        *[ds[f"e_{m}"].reset_coords(drop=True) for m in matrices],
+        input_core_dims=[["trial", "neuron"], *[["trial", f"synapse_{m}"] for m in matrices]],
+        output_core_dims=[[f"synapse_{m}"] for m in matrices],
         dask="parallelized",
-        output_dtypes=[np.float32],
+        output_dtypes=[np.float32] * len(matrices),
     )
-    coords = {c: ds[c] for c in (f"post_{matrix}", f"pre_{matrix}") if c in ds.coords}
-    return out.rename(f"contribution_{matrix}").assign_coords(coords)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    result = {}
+    for m, out in zip(matrices, outs, strict=True):
+        coords = {c: ds[c] for c in (f"post_{m}", f"pre_{m}") if c in ds.coords}
+        result[m] = out.rename(f"contribution_{m}").assign_coords(coords)
+    return result
+
+
+def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
+    """:func:`contributions` of one weight matrix: (..., ``rule``, ``time``, ``synapse_*``)."""
+    return contributions(ds, (matrix,))[matrix]
 
 
 def _window_steps(da: xr.DataArray | xr.Dataset, window_ms: float) -> int:
@@ -218,6 +239,19 @@ def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec"
     contrib = _windows(step_contributions(ds, matrix), window_ms)
     exists = ds[f"w_{matrix}"] != 0
     return compare_with(contrib.where(exists, 0.0), f"synapse_{matrix}")
+
+
+def time_alignments(
+    ds: xr.Dataset, window_ms: float = 100.0, matrices: Sequence[str] = ("rec", "in")
+) -> xr.Dataset:
+    """:func:`time_alignment` of several matrices from one pass over the signals, along a new
+    ``matrix`` dim."""
+    out = []
+    for m, contrib in contributions(ds, matrices).items():
+        exists = ds[f"w_{m}"] != 0
+        res = compare_with(_windows(contrib, window_ms).where(exists, 0.0), f"synapse_{m}")
+        out.append(res.expand_dims(matrix=[m]))
+    return xr.concat(out, dim="matrix")
 
 
 def signal_alignment(ds: xr.Dataset, window_ms: float = 100.0) -> xr.Dataset:

@@ -275,7 +275,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             cfg = analysis.run_config(run)
             ds = open_run(run)
             if args.by == "time":
-                res = analysis.time_alignment(ds, args.window_ms)
+                res = analysis.time_alignments(ds, args.window_ms)
             else:
                 res = analysis.gradient_alignment(
                     ds, "matrix" if args.by == "iteration" else "block"
