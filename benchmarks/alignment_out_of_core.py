@@ -136,6 +136,7 @@ def main() -> None:
     diff = max(float(np.nanmax(np.abs(a[v] - b[v]))) for v in a.data_vars)
     print(f"largest difference between the schedulers: {diff:.2e}")
     print(a.cos_matrix.mean("iteration").to_pandas().round(3))
+    print(a.cos_time.mean("iteration").sel(matrix="rec").to_pandas().round(3))
 
 
 if __name__ == "__main__":
