@@ -41,12 +41,11 @@ def make_small(seed: int = 0, scale_in: float = 3.0, **train):
     return cfg, net, snap, fwd
 
 
-def train_process(cfg_file, out, **popen):
-    """``mdgl train --config cfg_file --out out`` as a subprocess (for kill and limit tests)."""
-    import subprocess
+def train_command(cfg_file, out) -> list[str]:
+    """``python -m mdgl_analysis train --config cfg_file --out out --no-progress``."""
     import sys
 
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "mdgl_analysis",
@@ -57,4 +56,27 @@ def train_process(cfg_file, out, **popen):
         str(out),
         "--no-progress",
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+
+
+def train_process(cfg_file, out, **popen):
+    """:func:`train_command` as a background subprocess (for kill tests)."""
+    import subprocess
+
+    return subprocess.Popen(
+        train_command(cfg_file, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen
+    )
+
+
+def spy_reads(monkeypatch) -> list[str]:
+    """Names of the record variables read from now on (every h5netcdf variable read)."""
+    import h5netcdf
+
+    reads: list[str] = []
+    original = h5netcdf.core.BaseVariable.__getitem__
+
+    def spy(self, key):
+        reads.append(self.name.strip("/"))
+        return original(self, key)
+
+    monkeypatch.setattr(h5netcdf.core.BaseVariable, "__getitem__", spy)
+    return reads

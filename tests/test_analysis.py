@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import h5netcdf
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +16,7 @@ from mdgl_analysis.io import open_run
 from mdgl_analysis.schema import VARIABLES
 from mdgl_analysis.train import start
 
-from helpers import small_config
+from helpers import small_config, spy_reads
 
 
 def _run(path, rule="mdgl", seed=1, iterations=3):
@@ -95,14 +94,7 @@ def test_gradient_alignment_selects_existing_synapses_of_each_block():
 
 def test_building_the_analyses_reads_no_bulk_data(runs, monkeypatch):
     _, paths = runs
-    reads: list[str] = []
-    original = h5netcdf.core.BaseVariable.__getitem__
-
-    def spy(self, key):
-        reads.append(self.name.strip("/"))
-        return original(self, key)
-
-    monkeypatch.setattr(h5netcdf.core.BaseVariable, "__getitem__", spy)
+    reads = spy_reads(monkeypatch)
     ds = open_run(paths[0])
     lazy = [
         A.gradient_alignment(ds, "block"),

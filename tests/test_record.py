@@ -7,7 +7,6 @@ import random
 import resource
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from mdgl_analysis.schema import SCHEMA_VERSION, VARIABLES, selected
 from mdgl_analysis.train import resume, start
 from mdgl_analysis.verify import contract, recompute
 
-from helpers import small_config, train_process
+from helpers import small_config, spy_reads, train_command, train_process
 
 ALL = "state,signals,credit,traces,eligibility"
 
@@ -86,14 +85,7 @@ def test_records_round_trip_through_xarray_with_the_schema(recorded):
 
 def test_opening_a_run_reads_no_bulk_data(recorded, monkeypatch):
     cfg, run = recorded
-    reads: list[str] = []
-    original = h5netcdf.core.BaseVariable.__getitem__
-
-    def spy(self, key):
-        reads.append(self.name.strip("/"))
-        return original(self, key)
-
-    monkeypatch.setattr(h5netcdf.core.BaseVariable, "__getitem__", spy)
+    reads = spy_reads(monkeypatch)
     ds = open_run(run.path)
     bulk = {n for n, v in VARIABLES.items() if "time" in v.dims}
     assert not bulk & set(reads), f"bulk variables read at open: {bulk & set(reads)}"
@@ -260,17 +252,7 @@ def test_full_disk_fails_the_run_cleanly_and_keeps_earlier_files(tmp_path):
     cfg_file = _write_config(tmp_path, cfg)
     out = tmp_path / "full"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mdgl_analysis",
-            "train",
-            "--config",
-            str(cfg_file),
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
+        train_command(cfg_file, out),
         capture_output=True,
         text=True,
         preexec_fn=_limit_file_size(300_000),
