@@ -7,10 +7,17 @@ dask arrays chunked like the HDF5 chunks. Files still being written (``*.tmp``) 
 
 from __future__ import annotations
 
+import itertools
+import os
+import threading
 from pathlib import Path
 
+import blosc
+import dask
+import dask.array as da
 import h5py
 import hdf5plugin  # noqa: F401 - registers the blosc filter the records use
+import numpy as np
 import xarray as xr
 
 from .record import RECORDS, iteration_of
@@ -25,10 +32,83 @@ def record_files(run: str | Path) -> list[Path]:
     return sorted(folder.glob("iter_*.h5"), key=iteration_of)
 
 
+_BLOSC_FILTER = 32001
+_FILES: dict[tuple[str, int, int], h5py.File] = {}
+_FILES_LOCK = threading.Lock()
+
+
+def _h5(path: str) -> h5py.File:
+    """An open read-only handle per file version (a record rewritten by a resume is a new one)."""
+    st = os.stat(path)
+    key = (path, st.st_ino, st.st_mtime_ns)
+    with _FILES_LOCK:
+        f = _FILES.get(key)
+        if f is None or not f.id.valid:
+            f = _FILES[key] = h5py.File(path, "r")
+        return f
+
+
+def read_chunk(
+    path: str,
+    name: str,
+    offset: tuple[int, ...],
+    chunks: tuple[int, ...],
+    size: tuple[int, ...],
+    dtype: str,
+    compressed: bool,
+) -> np.ndarray:
+    """One HDF5 chunk of a record variable: the raw bytes under h5py's lock, then blosc
+    decompression outside it (which releases the GIL), so dask threads decompress in parallel."""
+    dataset = _h5(path)[name]
+    try:
+        mask, raw = dataset.id.read_direct_chunk(offset)
+    except (OSError, KeyError, RuntimeError):  # a chunk never written: let HDF5 fill it
+        return dataset[tuple(slice(o, o + s) for o, s in zip(offset, size, strict=True))]
+    data = blosc.decompress(raw) if compressed and mask == 0 else raw
+    block = np.frombuffer(data, dtype=dtype).reshape(chunks)
+    return block[tuple(slice(0, s) for s in size)]
+
+
+def _direct(path: str, name: str) -> da.Array | None:
+    """A dask array of ``name`` reading whole chunks with :func:`read_chunk`, or None when the
+    variable is not chunked or uses another filter than blosc (h5py reads those)."""
+    dataset = _h5(path)[name]
+    if dataset.chunks is None:
+        return None
+    plist = dataset.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if filters not in ([], [_BLOSC_FILTER]):
+        return None
+    chunks, shape, dtype = dataset.chunks, dataset.shape, dataset.dtype
+    grid = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
+    blocks = np.empty([len(g) for g in grid], dtype=object)
+    for index in itertools.product(*(range(len(g)) for g in grid)):
+        offset = tuple(g[i] for g, i in zip(grid, index, strict=True))
+        size = tuple(min(c, n - o) for c, n, o in zip(chunks, shape, offset, strict=True))
+        task = dask.delayed(read_chunk, pure=True)(
+            path, name, offset, chunks, size, dtype.str, bool(filters)
+        )
+        blocks[index] = da.from_delayed(task, shape=size, dtype=dtype)
+    return da.block(blocks.tolist())
+
+
+def _fast_reads(ds: xr.Dataset) -> xr.Dataset:
+    """Replace the per-step variables' dask arrays by :func:`_direct` ones (same values)."""
+    path = ds.encoding.get("source")
+    if not path:
+        return ds
+    for name, var in ds.data_vars.items():
+        if "time" in var.dims and var.chunks is not None:
+            fast = _direct(str(path), name)
+            if fast is not None and fast.shape == var.shape:
+                ds[name] = var.copy(data=fast)
+    return ds
+
+
 def open_record(path: str | Path) -> xr.Dataset:
     """One record file as a lazy Dataset, with an ``iteration`` coordinate."""
     path = Path(path)
-    ds = xr.open_dataset(path, engine="h5netcdf", chunks={})
+    ds = _fast_reads(xr.open_dataset(path, engine="h5netcdf", chunks={}))
     return _load_coords(ds).assign_coords(iteration=int(ds.attrs["iteration"]))
 
 
@@ -58,6 +138,7 @@ def open_run(path: str | Path, **kwargs) -> xr.Dataset:
         compat="override",
         join="override",
         chunks={},
+        preprocess=_fast_reads,
         combine_attrs="drop_conflicts",
     )
     options.update(kwargs)

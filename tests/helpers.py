@@ -68,15 +68,24 @@ def train_process(cfg_file, out, **popen):
 
 
 def spy_reads(monkeypatch) -> list[str]:
-    """Names of the record variables read from now on (every h5netcdf variable read)."""
+    """Names of the record variables read from now on: through h5netcdf (xarray's backend) and
+    through the direct chunk reader of :mod:`mdgl_analysis.io`."""
     import h5netcdf
+
+    from mdgl_analysis import io
 
     reads: list[str] = []
     original = h5netcdf.core.BaseVariable.__getitem__
+    original_chunk = io.read_chunk
 
     def spy(self, key):
         reads.append(self.name.strip("/"))
         return original(self, key)
 
+    def spy_chunk(path, name, *args):
+        reads.append(name)
+        return original_chunk(path, name, *args)
+
     monkeypatch.setattr(h5netcdf.core.BaseVariable, "__getitem__", spy)
+    monkeypatch.setattr(io, "read_chunk", spy_chunk)
     return reads
