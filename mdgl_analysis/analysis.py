@@ -59,10 +59,11 @@ def compare_with(
     values = values.drop_attrs()
     ref = values.sel(rule=reference)
     others = values.sel(rule=[r for r in values.rule.values if r != reference])
+    cos = cosine(others, ref, dim)  # once: the angle derives from it, no second pass over data
     return xr.Dataset(
         {
-            "cosine": cosine(others, ref, dim),
-            "angle": angle(others, ref, dim),
+            "cosine": cos,
+            "angle": np.degrees(np.arccos(cos.clip(-1.0, 1.0))).rename("angle"),
             "norm_ratio": norm_ratio(others, ref, dim),
         }
     )

@@ -123,7 +123,7 @@ class _BackgroundWriter:
                 return False
             offset.append(start)
             sizes.append(size)
-        if tuple(sizes) != tuple(array.shape[-len(sizes) :]) and int(np.prod(sizes)) != array.size:
+        if int(np.prod(sizes)) != array.size:
             return False
         block = array.reshape(sizes)
         if tuple(sizes) != tuple(chunks):  # an edge chunk is stored at full size
@@ -365,12 +365,7 @@ class Recorder:
         small("accuracy", np.asarray(fwd.ro.accuracy.item(), dtype=model_np))
 
         def stream(name: str, full: Tensor) -> None:
-            """Write a ``[time, batch, neuron]`` tensor's window and trials in HDF5 chunks."""
-            steps = f.variables[name].chunks[0]
-            for s in range(self.t0, self.t1, steps):
-                e = min(s + steps, self.t1)
-                part = full[s:e] if self.all_trials else full[s:e].index_select(1, trials)
-                writer.put(name, slice(s - self.t0, e - self.t0), self._cast(name, part))
+            self._stream(f, writer, name, full, trials)
 
         if "state" in self.groups:
             for name in ("z", "v", "threshold", "a", "psi"):
@@ -382,21 +377,26 @@ class Recorder:
             del lam
             if "signals" in self.groups:
                 stream("readout_signal", fwd.signal)
-                self._stream_signal(f, writer, 0, total, trials)
+                self._stream(f, writer, "learning_signal", total, trials, rule=0)
             del total
         if "signals" in self.groups:  # one local rule's signal in memory at a time
             for r_i, rule in enumerate(self.rules[1:], start=1):
-                self._stream_signal(f, writer, r_i, signal_of(rule, snap, fwd), trials)
+                signal = signal_of(rule, snap, fwd)
+                self._stream(f, writer, "learning_signal", signal, trials, rule=r_i)
         if "traces" in self.groups or "eligibility" in self.groups:
             self._stream_traces(f, writer, snap, fwd, trials)
 
-    def _stream_signal(self, f, writer, r_i: int, signal: Tensor, trials: Tensor) -> None:
-        steps = f.variables["learning_signal"].chunks[1]
+    def _stream(
+        self, f, writer, name: str, full: Tensor, trials: Tensor, rule: int | None = None
+    ) -> None:
+        """Write a ``[time, batch, neuron]`` tensor's window and trials one HDF5 chunk at a time
+        (into row ``rule`` of a variable with a leading ``rule`` dim)."""
+        steps = f.variables[name].chunks[0 if rule is None else 1]
         for s in range(self.t0, self.t1, steps):
             e = min(s + steps, self.t1)
-            part = signal[s:e] if self.all_trials else signal[s:e].index_select(1, trials)
-            key = (r_i, slice(s - self.t0, e - self.t0))
-            writer.put("learning_signal", key, self._cast("learning_signal", part))
+            part = full[s:e] if self.all_trials else full[s:e].index_select(1, trials)
+            rows = slice(s - self.t0, e - self.t0)
+            writer.put(name, rows if rule is None else (rule, rows), self._cast(name, part))
 
     def _stream_traces(self, f, writer, snap, fwd, trials) -> None:
         syn = self.synapses
