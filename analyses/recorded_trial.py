@@ -41,7 +41,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from mdgl_analysis import analysis, plotting  # noqa: E402
 from mdgl_analysis.io import open_record, record_files  # noqa: E402
-from mdgl_analysis.record import iteration_of  # noqa: E402
+from mdgl_analysis.schema import iteration_of  # noqa: E402
 
 NAME = "recorded_trial"
 NEEDED = ("z", "v", "threshold", "learning_signal", "e_rec")

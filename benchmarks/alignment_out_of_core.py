@@ -8,7 +8,10 @@ On the records of RUN (make them large: e.g. `mdgl train --preset paper --iterat
 1. a plain sequential h5py read of the variables the analysis needs, chunk by chunk;
 2. gradient alignment per iteration and per time window (`analysis.gradient_alignment`,
    `analysis.time_alignment` for recurrent and input synapses) with the threaded scheduler;
-3. the same on a 2-worker LocalCluster whose workers share the memory limit.
+3. the same on a 2-worker LocalCluster whose workers share the memory limit;
+
+each scheduler with two strategies: one lazy graph over the whole run (``graph``), and one task
+per record file (``analysis.by_record``).
 
 Reports seconds, throughput (logical bytes of those variables per second) and the peak RSS of the
 whole process tree (sampled every 20 ms), and checks both schedulers give the same numbers.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import threading
 import time
 
@@ -85,16 +89,25 @@ def plain_read(files) -> tuple[float, int]:
     return time.perf_counter() - t0, total
 
 
-def analyse(path, window_ms: float) -> xr.Dataset:
-    """Alignment per iteration (matrix and block) and per time window, one compute each."""
-    ds = open_run(path)
+def alignments(ds: xr.Dataset, window_ms: float = 100.0) -> xr.Dataset:
+    """Alignment per iteration (matrix and block) and per time window, lazily."""
+    block = A.gradient_alignment(ds, "block").cosine.rename(part="block")
     return xr.merge(
         [
-            A.gradient_alignment(ds).cosine.compute().rename("cos_matrix"),
-            A.gradient_alignment(ds, "block").cosine.compute().rename("cos_block"),
-            A.time_alignments(ds, window_ms).cosine.compute().rename("cos_time"),
-        ]
+            A.gradient_alignment(ds).cosine.rename("cos_matrix"),
+            block.rename("cos_block"),
+            A.time_alignments(ds, window_ms).cosine.rename("cos_time"),
+        ],
+        compat="no_conflicts",
+        join="outer",
     )
+
+
+def analyse(path, window_ms: float, strategy: str) -> xr.Dataset:
+    """One compute of :func:`alignments` over the whole run (``graph``), or per record file."""
+    if strategy == "graph":
+        return alignments(open_run(path), window_ms).compute()
+    return A.by_record(functools.partial(alignments, window_ms=window_ms), path)
 
 
 def main() -> None:
@@ -119,22 +132,25 @@ def main() -> None:
     base = nbytes / seconds
     results = {}
     for label in ("threaded", "2-worker LocalCluster"):
-        drop_caches()
-        workers = None if label == "threaded" else 2
-        per_worker = f"{dask.utils.parse_bytes(args.memory_limit) // 2}B"
-        with PeakRSS() as rss, A.scheduler(workers=workers, memory_limit=per_worker):
-            t0 = time.perf_counter()
-            with dask.config.set(num_workers=2):
-                results[label] = analyse(args.run, args.window_ms)
-            seconds = time.perf_counter() - t0
-        rate = logical / seconds
-        print(
-            f"{label:<21} {seconds:6.1f} s  {rate / 2**20:6.0f} MiB/s  peak RSS "
-            f"{rss.peak / 2**20:5.0f} MiB (process tree)  = {rate / base:.2f} x plain read"
-        )
-    a, b = results.values()
-    diff = max(float(np.nanmax(np.abs(a[v] - b[v]))) for v in a.data_vars)
-    print(f"largest difference between the schedulers: {diff:.2e}")
+        for strategy in ("graph", "by record"):
+            drop_caches()
+            workers = None if label == "threaded" else 2
+            per_worker = f"{dask.utils.parse_bytes(args.memory_limit) // 2}B"
+            with PeakRSS() as rss, A.scheduler(workers=workers, memory_limit=per_worker):
+                t0 = time.perf_counter()
+                with dask.config.set(num_workers=2):
+                    results[label, strategy] = analyse(args.run, args.window_ms, strategy)
+                seconds = time.perf_counter() - t0
+            rate = logical / seconds
+            print(
+                f"{label + ', ' + strategy:<32} {seconds:6.1f} s  {rate / 2**20:6.0f} MiB/s  "
+                f"peak RSS {rss.peak / 2**20:5.0f} MiB (process tree)  = {rate / base:.2f} x "
+                "plain read",
+                flush=True,
+            )
+    a = results["threaded", "graph"]
+    diff = max(float(np.nanmax(np.abs(a[v] - b[v]))) for b in results.values() for v in a.data_vars)
+    print(f"largest difference between schedulers and strategies: {diff:.2e}")
     print(a.cos_matrix.mean("iteration").to_pandas().round(3))
     print(a.cos_time.mean("iteration").sel(matrix="rec").to_pandas().round(3))
 

@@ -3,7 +3,8 @@
 Every function takes and returns xarray objects (or a pandas table for metrics) and reduces over
 named dimensions (``dim=``). Nothing is computed until the caller asks (``.compute()``,
 ``.values``, :func:`compute`), so the same code runs on one machine with the threaded scheduler or
-on a ``dask.distributed`` cluster, with memory bounded by a few chunks.
+on a ``dask.distributed`` cluster, with memory bounded by a few chunks; :func:`by_record` runs any
+of them one record file per task (on a cluster, nothing but results moves between workers).
 
 Vocabulary: the dims of :mod:`mdgl_analysis.schema`; parts are named as in the training metrics
 (``cos_<rule>_<part>``): matrices ``rec``, ``in``; cell-type blocks ``rec_EE``, ``rec_EI``,
@@ -14,16 +15,23 @@ onto E or I cells).
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
+import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
 
-from .io import open_run
+from .io import open_record, open_run, record_files
 
 REFERENCE = "bptt"
 BLOCKS_REC = ("rec_EE", "rec_EI", "rec_IE", "rec_II")
@@ -138,36 +146,192 @@ def gradient_alignment(ds: xr.Dataset, by: str = "matrix") -> xr.Dataset:
     return xr.concat(out, dim="part")
 
 
-def _contractor(post: np.ndarray):
-    """``f(signal, trace)``: ``sum_trial signal[..., post] * trace`` for one synapse list."""
-    order = np.argsort(post, kind="stable")  # synapses grouped by postsynaptic cell
+def _cell_runs(post: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, int, int]]]:
+    """Synapses grouped by postsynaptic cell: the order that sorts them (None when they are
+    sorted already, as the recorder writes them) and ``(cell, start, stop)`` runs of the sorted
+    list."""
+    order = np.argsort(post, kind="stable")
     cells, starts = np.unique(post[order], return_index=True)
-    ends = np.append(starts[1:], len(post))
+    stops = np.append(starts[1:], len(post))
+    runs = list(zip(cells.tolist(), starts.tolist(), stops.tolist(), strict=True))
+    return (None if (order == np.arange(len(post))).all() else order), runs
 
-    def contract(signal: np.ndarray, trace: np.ndarray) -> np.ndarray:
-        # signal [..., time, trial, neuron], trace [..., time, trial, synapse] -> [..., time,
-        # synapse]: for the synapses onto cell p, sum_trial s_p(t) e(t) is one small matrix
-        # product per step, batched over steps ([time, rules, trial] @ [time, trial, synapses])
-        lead = np.broadcast_shapes(signal.shape[:-3], trace.shape[:-3])
-        n_t, n_b = signal.shape[-3], signal.shape[-2]
-        sig = np.broadcast_to(signal, (*lead, *signal.shape[-3:])).reshape(
-            -1, n_t, n_b, signal.shape[-1]
-        )
-        sig = np.ascontiguousarray(sig.transpose(1, 3, 0, 2))  # [time, neuron, lead, trial]
-        tr = trace.reshape(-1, n_t, n_b, trace.shape[-1])  # time is the last loop dim
-        if tr.shape[0] != 1:  # traces differ along the lead dims: gather per lead index
-            g = np.take(signal, post, axis=-1)
-            g *= trace
-            return g.sum(axis=-2)
-        tr = tr[0][..., order]
-        out = np.empty((n_t, sig.shape[2], len(post)), dtype=np.result_type(sig, tr))
-        for cell, a, b in zip(cells, starts, ends, strict=True):
-            np.matmul(sig[:, cell], tr[:, :, a:b], out=out[:, :, a:b])
-        result = np.empty_like(out)
-        result[..., order] = out
-        return result.transpose(1, 0, 2).reshape(*lead, n_t, len(post))
 
-    return contract
+def _contract(
+    signal: np.ndarray, trace: np.ndarray, group: int, order: np.ndarray | None, runs
+) -> np.ndarray:
+    """``signal[post] * trace`` summed over trials and over each run of ``group`` steps.
+
+    Args:
+        signal: [neuron, rule, time, trial] (trial contiguous); trace: [time, trial, synapse];
+            ``time`` a multiple of ``group``; ``order``, ``runs``: :func:`_cell_runs` of the
+            synapses' ``post``.
+    Returns:
+        [rule, time // group, synapse].
+
+    For the synapses onto cell p it is one matrix product per group of steps,
+    ``[rule, group*trial] @ [group*trial, synapses onto p]``, batched over the groups: with whole
+    windows in one group the inner dimension is long and BLAS efficient. Both operands are
+    strided views, no copies, when the synapses are sorted by postsynaptic cell.
+    """
+    n_n, n_rule, n_t, n_b = signal.shape
+    n_g, k = n_t // group, group * n_b
+    tr = trace.reshape(n_g, k, -1)
+    if order is not None:
+        tr = tr[..., order]
+    part = np.empty((n_g, n_rule, tr.shape[-1]), dtype=np.result_type(signal, tr))
+    for cell, a, b in runs:  # [g, rule, k] @ [g, k, synapses onto the cell]
+        sig = signal[cell].reshape(n_rule, n_g, k).transpose(1, 0, 2)
+        np.matmul(sig, tr[..., a:b], out=part[..., a:b])
+    out = part.transpose(1, 0, 2)
+    if order is not None:
+        out = np.empty_like(out)
+        out[..., order] = part.transpose(1, 0, 2)
+    return out
+
+
+_SCRATCH = threading.local()
+
+
+def _neuron_major(signal: list[np.ndarray], n_lead: int, n_rule: int, dtype) -> np.ndarray:
+    """The rule blocks [*lead, rule, time, trial, neuron] as one [lead, neuron, rule, time,
+    trial] array, the layout the products read. Written into a buffer kept per thread (a fresh
+    one would page-fault in each time) and transposed a slab of rows at a time (cache friendly:
+    about 3x faster than one strided copy)."""
+    n_t, n_b, n_n = signal[0].shape[-3:]
+    shape = (n_lead, n_n, n_rule, n_t * n_b)
+    size = int(np.prod(shape))
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.dtype != dtype or buffer.size < size:
+        buffer = _SCRATCH.buffer = np.empty(size, dtype=dtype)
+    sig = buffer[:size].reshape(shape)
+    r = 0
+    for block in signal:
+        rows = block.reshape(n_lead, -1, n_t * n_b, n_n)
+        for a in range(0, n_t * n_b, 1024):
+            part = rows[:, :, a : a + 1024].transpose(0, 3, 1, 2)
+            sig[:, :, r : r + rows.shape[1], a : a + 1024] = part
+        r += rows.shape[1]
+    return sig.reshape(n_lead, n_n, n_rule, n_t, n_b)
+
+
+def _contract_block(
+    window: int | None,
+    n_window: int,
+    wiring,
+    start: int,
+    signal: list[np.ndarray],
+    firsts: list[list[int]],
+    traces: list[list[np.ndarray]],
+) -> np.ndarray:
+    """One time block ``[start, start + steps)`` of :func:`_contributions`.
+
+    Args:
+        signal: the blocks [*lead, rule, steps, trial, neuron] along ``rule``.
+        firsts, traces: per matrix, the chunks [*lead, time, trial, synapse_m] that overlap the
+            block and the step each starts at (used in place: no concatenation).
+        wiring: :func:`_cell_runs` and the number of synapses, per matrix.
+    Returns:
+        the matrices' synapses one after the other: per step [*lead, rule, steps, synapse] when
+        ``window`` is None, else [*lead, rule, 1, window, synapse], the block's part of the sum
+        over each window of ``window`` steps.
+    """
+    lead, n_t = signal[0].shape[:-4], signal[0].shape[-3]
+    n_lead, n_rule = int(np.prod(lead, dtype=int)), sum(b.shape[-4] for b in signal)
+    dtype = np.result_type(*signal, *(c for chunks in traces for c in chunks))
+    sig = _neuron_major(signal, n_lead, n_rule, dtype)
+    n_syn = sum(n for *_, n in wiring)
+    if window is None:
+        out = np.empty((n_lead, n_rule, n_t, n_syn), dtype=dtype)
+    else:
+        out = np.zeros((n_lead, n_rule, 1, n_window, n_syn), dtype=dtype)
+    offset = 0
+    for (order, runs, n), starts, chunks in zip(wiring, firsts, traces, strict=True):
+        cols = slice(offset, offset + n)
+        offset += n
+        for first, chunk in zip(starts, chunks, strict=True):
+            chunk = chunk.reshape(n_lead, *chunk.shape[-3:])
+            lo, hi = max(first, start), min(first + chunk.shape[1], start + n_t)
+            # the steps [lo, hi) of this chunk, cut where windows end (complete windows only)
+            ends = range((lo // window + 1) * window, hi, window) if window else []
+            for a, b in itertools.pairwise([lo, *ends, hi]):
+                w = None if window is None else a // window
+                if w is not None and w >= n_window:
+                    continue
+                for i in range(n_lead):
+                    s_ab = sig[i, :, :, a - start : b - start]
+                    e_ab = chunk[i, a - first : b - first]
+                    if w is None:
+                        out[i, :, a - start : b - start, cols] = _contract(
+                            s_ab, e_ab, 1, order, runs
+                        )
+                    else:
+                        out[i, :, 0, w, cols] += _contract(s_ab, e_ab, b - a, order, runs)[:, 0]
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def _contributions(
+    ds: xr.Dataset, matrices: Sequence[str], window_ms: float | None
+) -> dict[str, xr.DataArray]:
+    """Per-step (``window_ms`` None) or per-window contributions of every rule, all matrices in
+    one lazy pass.
+
+    One task per time chunk of the signal (a few hundred steps: the scheduler's per-task cost
+    stays small next to the work): it takes every rule's signal chunk and the trace chunks that
+    overlap it, as they were read, and only the small per-window sums leave it.
+    """
+    signal = ds.learning_signal.reset_coords(drop=True)
+    lead = [d for d in signal.dims if d not in ("rule", "time", "trial", "neuron")]
+    signal = signal.transpose(*lead, "rule", "time", "trial", "neuron")
+    signal = signal.chunk({"trial": -1, "neuron": -1}).data
+    lead_chunks = signal.chunks[: len(lead)]
+    traces = [
+        ds[f"e_{m}"]
+        .reset_coords(drop=True)
+        .transpose(*lead, "time", "trial", f"synapse_{m}")
+        .chunk(dict(zip(lead, lead_chunks, strict=True)) | {"trial": -1, f"synapse_{m}": -1})
+        .data
+        for m in matrices
+    ]
+    posts = [np.asarray(ds[f"post_{m}"].values, dtype=np.intp) for m in matrices]
+    wiring = [(*_cell_runs(post), len(post)) for post in posts]
+    n_t, n_rule, n_syn = signal.shape[len(lead) + 1], signal.shape[len(lead)], sum(map(len, posts))
+    window = None if window_ms is None else _window_steps(ds, window_ms)
+    n_window = 0 if window is None else n_t // window
+    kernel = functools.partial(_contract_block, window, n_window, wiring)
+    time_chunks = signal.chunks[len(lead) + 1]
+    bounds = np.cumsum((0, *time_chunks))
+    trace_bounds = [np.cumsum((0, *t.chunks[len(lead)])) for t in traces]
+    name = "contributions-" + dask.base.tokenize(signal, *traces, window, matrices)
+    dsk: dict = {}
+    for index in itertools.product(*(range(len(c)) for c in lead_chunks)):
+        for j, (t0, t1) in enumerate(itertools.pairwise(bounds)):
+            sig = [(signal.name, *index, r, j, 0, 0) for r in range(signal.numblocks[len(lead)])]
+            firsts, pieces = [], []
+            for t, tb in zip(traces, trace_bounds, strict=True):
+                overlap = np.flatnonzero((tb[:-1] < t1) & (tb[1:] > t0)).tolist()
+                firsts.append([int(tb[c]) for c in overlap])
+                pieces.append([(t.name, *index, c, 0, 0) for c in overlap])
+            key = (name, *index, 0, j, 0) if window is None else (name, *index, 0, j, 0, 0)
+            dsk[key] = (kernel, int(t0), sig, firsts, pieces)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[signal, *traces])
+    dtype = np.result_type(signal.dtype, *[t.dtype for t in traces])
+    if window is None:
+        chunks = (*lead_chunks, (n_rule,), time_chunks, (n_syn,))
+        out = da.Array(graph, name, chunks, dtype=dtype)
+        dims, coords = [*lead, "rule", "time"], {"time": ds.time}
+    else:
+        chunks = (*lead_chunks, (n_rule,), (1,) * len(time_chunks), (n_window,), (n_syn,))
+        out = da.Array(graph, name, chunks, dtype=dtype).sum(axis=len(lead) + 1)
+        start = ds.time.values[: n_window * window : window]
+        dims, coords = [*lead, "rule", "window"], {"window": ("window", start)}
+    result, offset = {}, 0
+    for m, post in zip(matrices, posts, strict=True):
+        part = xr.DataArray(out[..., offset : offset + len(post)], dims=[*dims, f"synapse_{m}"])
+        offset += len(post)
+        keep = {k: v for k, v in ds.coords.items() if set(v.dims) <= set(part.dims)}
+        result[m] = part.assign_coords(keep | coords).rename(f"contribution_{m}")
+    return result
 
 
 def contributions(
@@ -183,27 +347,20 @@ def contributions(
     Returns:
         matrix -> DataArray (..., ``rule``, ``time``, ``synapse_<matrix>``).
     """
-    funcs = [_contractor(np.asarray(ds[f"post_{m}"].values, dtype=np.intp)) for m in matrices]
+    return _contributions(ds, matrices, None)
 
-    def contract_all(signal: np.ndarray, *traces: np.ndarray):
-        outs = tuple(f(signal, trace) for f, trace in zip(funcs, traces, strict=True))
-        return outs if len(outs) > 1 else outs[0]
 
-    outs = xr.apply_ufunc(
-        contract_all,
-        ds.learning_signal.reset_coords(drop=True).chunk({"rule": -1}),  # every rule per block
-        *[ds[f"e_{m}"].reset_coords(drop=True) for m in matrices],
-        input_core_dims=[["trial", "neuron"], *[["trial", f"synapse_{m}"] for m in matrices]],
-        output_core_dims=[[f"synapse_{m}"] for m in matrices],
-        dask="parallelized",
-        output_dtypes=[np.float32] * len(matrices),
-    )
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    result = {}
-    for m, out in zip(matrices, outs, strict=True):
-        coords = {c: ds[c] for c in (f"post_{m}", f"pre_{m}") if c in ds.coords}
-        result[m] = out.rename(f"contribution_{m}").assign_coords(coords)
-    return result
+def window_contributions(
+    ds: xr.Dataset, window_ms: float = 100.0, matrices: Sequence[str] = ("rec", "in")
+) -> dict[str, xr.DataArray]:
+    """:func:`contributions` summed over windows of ``window_ms`` (a last partial window is
+    dropped), computed window by window without the per-step values.
+
+    Returns:
+        matrix -> DataArray (..., ``rule``, ``window``, ``synapse_<matrix>``); the ``window``
+        coordinate is each window's start (ms).
+    """
+    return _contributions(ds, matrices, window_ms)
 
 
 def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
@@ -237,9 +394,7 @@ def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec"
     Contributions are summed within each window (existing synapses only), then compared with
     BPTT's over synapses. Lazy; reads the traces and signals chunk by chunk when computed.
     """
-    contrib = _windows(step_contributions(ds, matrix), window_ms)
-    exists = ds[f"w_{matrix}"] != 0
-    return compare_with(contrib.where(exists, 0.0), f"synapse_{matrix}")
+    return time_alignments(ds, window_ms, (matrix,)).sel(matrix=matrix, drop=True)
 
 
 def time_alignments(
@@ -248,9 +403,9 @@ def time_alignments(
     """:func:`time_alignment` of several matrices from one pass over the signals, along a new
     ``matrix`` dim."""
     out = []
-    for m, contrib in contributions(ds, matrices).items():
+    for m, contrib in window_contributions(ds, window_ms, matrices).items():
         exists = ds[f"w_{m}"] != 0
-        res = compare_with(_windows(contrib, window_ms).where(exists, 0.0), f"synapse_{m}")
+        res = compare_with(contrib.where(exists, 0.0), f"synapse_{m}")
         out.append(res.expand_dims(matrix=[m]))
     return xr.concat(out, dim="matrix")
 
@@ -379,6 +534,34 @@ def open_runs(paths: Iterable[str | Path]) -> xr.Dataset:
     )
 
 
+def by_record(analysis: Callable[[xr.Dataset], xr.Dataset], run: str | Path) -> xr.Dataset:
+    """``analysis`` of every record of ``run``, computed one record file per task and concatenated
+    along ``iteration``.
+
+    Each task opens its record and computes ``analysis`` on it with dask's synchronous scheduler:
+    memory stays bounded by a few chunks, reads are sequential within one file, and the only
+    thing that leaves a task is its small result. The tasks run on the active scheduler: the
+    threads of this process, or the workers of a ``dask.distributed`` client, where this layout
+    avoids moving chunks between workers (measured: README, analysis benchmark).
+    """
+    files = record_files(run)
+    if not files:
+        raise FileNotFoundError(f"no complete records in {str(run)!r}")
+    tasks = [dask.delayed(_analyse_record, pure=True)(analysis, str(f)) for f in files]
+    return xr.concat(dask.compute(*tasks), dim="iteration")
+
+
+def _analyse_record(analysis: Callable[[xr.Dataset], xr.Dataset], path: str) -> xr.Dataset:
+    ds = open_record(path)
+    # variables without a time axis are small: read whole at once (h5py), the analysis on them
+    # builds no graph; the per-step ones stay lazy and stream chunk by chunk
+    small = [n for n, v in ds.data_vars.items() if "time" not in v.dims]
+    with h5py.File(path, "r") as f:
+        ds = ds.assign({n: ds[n].copy(data=f[n][()]) for n in small})
+    with dask.config.set(scheduler="sync"):
+        return analysis(ds).compute()
+
+
 def moving_average(values: np.ndarray, width: int) -> np.ndarray:
     """``np.convolve(values, ones(width)/width, 'valid')`` as the original plot (PLOT)."""
     if width <= 1 or len(values) < width:
@@ -444,8 +627,6 @@ def scheduler(
     """Run dask computations inside on the threaded scheduler (default), an existing
     ``dask.distributed`` scheduler at ``address``, or a local cluster of ``workers`` processes
     (one thread each, ``memory_limit`` per worker). Yields the client, or None."""
-    import dask
-
     if address is None and not workers:
         with dask.config.set(scheduler="threads"):
             yield None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import sys
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def describe(run: RunFolder) -> str:
 
 def _describe_records(run: RunFolder) -> list[str]:
     from .io import record_files, storage
-    from .record import iteration_of
+    from .schema import iteration_of
 
     files = record_files(run.path)
     if not files:
@@ -270,17 +271,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not runs:
         return _fail(f"no recorded runs in {' '.join(args.runs)} (train with --record-every K)")
     results, tables = [], []
-    with analysis.scheduler(args.scheduler, args.workers, args.memory_limit):
+    if args.by == "time":
+        alignment = functools.partial(analysis.time_alignments, window_ms=args.window_ms)
+    else:
+        by = "matrix" if args.by == "iteration" else "block"
+        alignment = functools.partial(analysis.gradient_alignment, by=by)
+    with analysis.scheduler(args.scheduler, args.workers, args.memory_limit) as client:
         for run in runs:
             cfg = analysis.run_config(run)
-            ds = open_run(run)
-            if args.by == "time":
-                res = analysis.time_alignments(ds, args.window_ms)
+            # on a cluster one task per record file moves no chunks between workers (faster
+            # there, README: analysis benchmark); threads share one graph over the whole run
+            if client is not None:
+                res = analysis.by_record(alignment, run)
             else:
-                res = analysis.gradient_alignment(
-                    ds, "matrix" if args.by == "iteration" else "block"
-                )
-            res = res.compute()
+                res = alignment(open_run(run)).compute()
             results.append(res.expand_dims(run=[str(run)]))
             table = analysis.tidy(res)
             table.insert(0, "seed", cfg["run"]["seed"])

@@ -20,7 +20,7 @@ import hdf5plugin  # noqa: F401 - registers the blosc filter the records use
 import numpy as np
 import xarray as xr
 
-from .record import RECORDS, iteration_of
+from .schema import RECORDS, iteration_of
 
 __all__ = ["open_record", "open_run", "record_files", "storage"]
 
@@ -33,6 +33,7 @@ def record_files(run: str | Path) -> list[Path]:
 
 
 _BLOSC_FILTER = 32001
+blosc.set_releasegil(True)  # python-blosc holds the GIL while it decompresses unless told
 _FILES: dict[tuple[str, int, int], h5py.File] = {}
 _FILES_LOCK = threading.Lock()
 
@@ -80,16 +81,17 @@ def _direct(path: str, name: str) -> da.Array | None:
     if filters not in ([], [_BLOSC_FILTER]):
         return None
     chunks, shape, dtype = dataset.chunks, dataset.shape, dataset.dtype
+    st = os.stat(path)
+    key = f"read-{name}-" + dask.base.tokenize(path, st.st_ino, st.st_mtime_ns, name)
     grid = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
-    blocks = np.empty([len(g) for g in grid], dtype=object)
+    dsk = {}
     for index in itertools.product(*(range(len(g)) for g in grid)):
         offset = tuple(g[i] for g, i in zip(grid, index, strict=True))
         size = tuple(min(c, n - o) for c, n, o in zip(chunks, shape, offset, strict=True))
-        task = dask.delayed(read_chunk, pure=True)(
-            path, name, offset, chunks, size, dtype.str, bool(filters)
-        )
-        blocks[index] = da.from_delayed(task, shape=size, dtype=dtype)
-    return da.block(blocks.tolist())
+        args = (path, name, offset, chunks, size, dtype.str, bool(filters))
+        dsk[(key, *index)] = (read_chunk, *args)
+    sizes = [[min(c, n - o) for o in g] for g, c, n in zip(grid, chunks, shape, strict=True)]
+    return da.Array(dsk, key, sizes, dtype=dtype)
 
 
 def _fast_reads(ds: xr.Dataset) -> xr.Dataset:

@@ -43,16 +43,15 @@ from .rules.bptt import bptt_credit
 from .rules.local import signal_of
 from .traces import Synapses, eligibility_chunks
 
-RECORDS = "records"
+# python-blosc holds the GIL while it (de)compresses unless told otherwise: let the trainer (or
+# other dask threads) run meanwhile
+blosc.set_releasegil(True)
+
 _NUMPY = {"float32": np.float32, "float16": np.float16}
 
 
 def record_path(directory: Path, iteration: int) -> Path:
     return directory / f"iter_{iteration:06d}.h5"
-
-
-def iteration_of(path: Path) -> int:
-    return int(path.name.split("_")[1].split(".")[0])
 
 
 _BLOSC = {"lz4": ("lz4", 5), "zstd": ("zstd", 1)}  # codec -> (blosc compressor, level)

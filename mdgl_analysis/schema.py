@@ -28,6 +28,7 @@ spec I.3, for a local rule its own signal (spec D). The modulatory part of an MD
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 SCHEMA_VERSION = 1
@@ -151,3 +152,12 @@ def selected(groups: list[str]) -> dict[str, Var]:
 
 def coordinates_attr(dims: tuple[str, ...]) -> str:
     return " ".join(COORDINATES_OF[d] for d in dims if d in COORDINATES_OF)
+
+
+RECORDS = "records"
+"""The folder of a run that holds its record files ``iter_NNNNNN.h5``."""
+
+
+def iteration_of(path: Path) -> int:
+    """The iteration of a record file, from its name ``iter_NNNNNN.h5``."""
+    return int(path.name.split("_")[1].split(".")[0])

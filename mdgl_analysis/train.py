@@ -26,9 +26,10 @@ from .compare import same_batch
 from .config import Config, compare_rules
 from .model import SpikingNetwork, forward
 from .optim import TFAdam, apply_update
-from .record import RECORDS, Recorder, iteration_of
+from .record import Recorder
 from .rules import get_rule
 from .runs import RunFolder, now, pid_alive
+from .schema import RECORDS, iteration_of
 from .task import sample
 
 GENERATORS = ("task", "val", "rewire")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -118,6 +119,60 @@ def test_step_contributions_summed_over_time_equal_the_recorded_gradients(runs):
         assert float(np.abs(total - grad).max() / np.abs(grad).max()) < 1e-5
 
 
+def _contributions_oracle(ds, matrix):
+    """Per-step contributions by a plain einsum: [iteration, rule, time, synapse]."""
+    sig = ds.learning_signal.transpose("iteration", "rule", "time", "trial", "neuron").values
+    post = ds[f"post_{matrix}"].values
+    trace = ds[f"e_{matrix}"].transpose("iteration", "time", "trial", f"synapse_{matrix}").values
+    return np.einsum("irtbs,itbs->irts", sig[..., post].astype(float), trace.astype(float))
+
+
+@pytest.mark.parametrize("sort", [True, False])
+@pytest.mark.parametrize("group", [1, 3, 12])
+def test_contraction_kernel_matches_einsum_for_sorted_and_unsorted_synapses(sort, group):
+    rng = np.random.default_rng(0)
+    post = rng.integers(0, 7, size=40)
+    post = np.sort(post) if sort else post
+    signal = rng.normal(size=(3, 12, 5, 7))  # rule, time, trial, neuron
+    trace = rng.normal(size=(12, 5, 40))  # time, trial, synapse
+    order, runs = A._cell_runs(post)
+    assert (order is None) == sort
+    got = A._contract(np.ascontiguousarray(signal.transpose(3, 0, 1, 2)), trace, group, order, runs)
+    want = np.einsum("rtbs,tbs->rts", signal[..., post], trace)
+    want = want.reshape(3, 12 // group, group, 40).sum(2)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("window_ms", [1.0, 7.0, 25.0])
+def test_window_contributions_are_the_step_contributions_summed_per_window(runs, window_ms):
+    _, paths = runs
+    lazy = open_run(paths[0])
+    n_t = lazy.sizes["time"]
+    assert len(lazy.e_rec.chunks[lazy.e_rec.dims.index("time")]) > 3  # windows cross chunks
+    for ds in (lazy, lazy.load()):  # dask-backed and in memory
+        for matrix, got in A.window_contributions(ds, window_ms).items():
+            step = A._window_steps(ds, window_ms)
+            n = n_t // step
+            want = _contributions_oracle(ds, matrix)[:, :, : n * step]
+            want = want.reshape(*want.shape[:2], n, step, -1).sum(3)
+            got = got.transpose("iteration", "rule", "window", f"synapse_{matrix}")
+            assert np.abs(want).max() > 0
+            np.testing.assert_allclose(got.values, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+            np.testing.assert_array_equal(got.window.values, ds.time.values[: n * step : step])
+            assert (got[f"post_{matrix}"].values == ds[f"post_{matrix}"].values).all()
+        per_step = A.step_contributions(ds, "in").transpose("iteration", "rule", "time", ...)
+        want = _contributions_oracle(ds, "in")
+        np.testing.assert_allclose(per_step.values, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+def test_time_alignment_over_several_runs_keeps_the_run_coordinates(runs):
+    _, paths = runs
+    res = A.time_alignment(A.open_runs(paths[:2]), 10).compute()
+    assert res.cosine.dims[:2] == ("run", "iteration")
+    assert list(res.training_rule.values) == ["mdgl", "eprop"]
+    assert np.isfinite(res.cosine.values).all()  # synapses missing from one run count as zero
+
+
 @pytest.mark.slow
 def test_threaded_scheduler_and_local_cluster_give_the_same_numbers(runs):
     _, paths = runs
@@ -127,8 +182,20 @@ def test_threaded_scheduler_and_local_cluster_give_the_same_numbers(runs):
     with A.scheduler(workers=2, memory_limit="1GB") as client:
         assert client is not None
         distributed = A.time_alignment(ds, 10).compute()
+        per_record = A.by_record(functools.partial(A.time_alignment, window_ms=10), paths[0])
     xr.testing.assert_allclose(threaded, distributed, rtol=1e-6)
+    xr.testing.assert_allclose(threaded, per_record, rtol=1e-6)
     assert np.isfinite(threaded.cosine.values).any()
+
+
+def test_by_record_is_the_analysis_of_the_whole_run(runs):
+    _, paths = runs
+    whole = A.gradient_alignment(open_run(paths[1]), "block").compute()
+    per_record = A.by_record(functools.partial(A.gradient_alignment, by="block"), paths[1])
+    xr.testing.assert_identical(whole, per_record.transpose(*whole.cosine.dims))
+    assert per_record.sizes["iteration"] == 2 and np.isfinite(per_record.cosine).any()
+    with pytest.raises(FileNotFoundError, match="no complete records"):
+        A.by_record(A.gradient_alignment, paths[1] / "checkpoints")
 
 
 def test_runs_are_selected_by_config_values_not_folder_names(runs):
@@ -174,6 +241,22 @@ def test_cli_analyze_prints_a_table_and_writes_a_tidy_file(runs, tmp_path, capsy
     assert {"run", "training_rule", "seed", "part", "iteration", "rule", "cosine"} <= set(table)
     assert set(table.part) == {"rec_EE", "rec_EI", "rec_IE", "rec_II", "in_E", "in_I"}
     assert main(["analyze", "alignment", str(root), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+@pytest.mark.slow
+def test_cli_analyze_on_a_local_cluster_gives_the_threaded_table(runs, tmp_path):
+    root, _ = runs
+    tables = []
+    for extra in ([], ["--workers", "2", "--memory-limit", "1GB"]):
+        out = tmp_path / f"time{len(extra)}.csv"
+        args = ["analyze", "alignment", str(root), "--by", "time", "--window-ms", "10"]
+        assert main([*args, "--out", str(out), *extra]) == 0
+        tables.append(
+            pd.read_csv(out).sort_values(["run", "iteration", "matrix", "window", "rule"])
+        )
+    threaded, cluster = (t.reset_index(drop=True) for t in tables)
+    assert np.isfinite(threaded.cosine).any()
+    pd.testing.assert_frame_equal(threaded, cluster[threaded.columns], rtol=1e-6)
 
 
 def test_open_runs_joins_different_synapse_lists_by_identity(runs):

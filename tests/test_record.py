@@ -19,9 +19,8 @@ import xarray as xr
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import ConfigError
 from mdgl_analysis.io import open_record, open_run, record_files
-from mdgl_analysis.record import iteration_of
 from mdgl_analysis.runs import RunFolder
-from mdgl_analysis.schema import SCHEMA_VERSION, VARIABLES, selected
+from mdgl_analysis.schema import SCHEMA_VERSION, VARIABLES, iteration_of, selected
 from mdgl_analysis.train import resume, start
 from mdgl_analysis.verify import contract, recompute
 
