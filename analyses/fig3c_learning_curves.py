@@ -6,7 +6,8 @@ Reads each run's metrics.csv (split val, name loss: cross-entropy on a fresh val
 every train.val_every iterations). Each run's curve is smoothed with a 5-point moving average
 (the original plot script's smoothing); the line is the mean over the runs of a rule and the band
 ± one standard deviation (ddof = 1), both from mdgl_analysis.analysis.learning_curves. Runs are
-grouped by the rule in their config, never by folder name. Writes fig3c_learning_curves.png/.pdf.
+grouped by the rule in their config, never by folder name. Where some runs of a rule stopped
+earlier than others, the rest of its curve is dotted. Writes fig3c_learning_curves.png/.pdf.
 """
 
 from __future__ import annotations
@@ -42,20 +43,30 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
     plotting.setup()
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     rules = plotting.rule_order(table["rule"])
+    fewer = False
     for rule in rules:
         t = table[table["rule"] == rule].sort_values("iteration")
         n = int(t["n"].max())
         label = plotting.rule_n_label(rule, n, "runs" if n != 1 else "run")
-        plotting.mean_band(
-            ax,
-            t["iteration"],
-            t["mean"],
-            t["std"],
-            plotting.rule_color(rule),
-            label=label,
-            gid=f"mean:{rule}",
-            alpha=plotting.band_alpha(len(rules)),
-        )
+        # solid while every run of the rule contributes; dotted where some stopped earlier
+        last_full = t.loc[t["n"] == n, "iteration"].max()
+        for part, style in ((t[t.iteration <= last_full], "-"), (t[t.iteration >= last_full], ":")):
+            if style == ":" and len(part) < 2:
+                continue
+            fewer |= style == ":"
+            plotting.mean_band(
+                ax,
+                part["iteration"],
+                part["mean"],
+                part["std"],
+                plotting.rule_color(rule),
+                label=label if style == "-" else None,
+                gid=f"mean:{rule}" if style == "-" else f"fewer:{rule}",
+                alpha=plotting.band_alpha(len(rules)) / (1 if style == "-" else 2),
+                linestyle=style,
+            )
+    if fewer:
+        ax.plot([], [], color="0.4", linestyle=":", label="fewer runs (some stopped earlier)")
     ax.set_xlabel("training iteration")
     ax.set_ylabel("validation loss (cross-entropy)")
     smooth_text = f"{smooth}-point moving average, " if smooth > 1 else ""

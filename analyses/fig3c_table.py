@@ -3,10 +3,11 @@
     python analyses/fig3c_table.py RUN_OR_FOLDER... [--checkpoints 100,200,300] [--out DIR]
 
 For each rule (from each run's config) and checkpoint k: the mean over the last five validation
-points up to k (k-40, ..., k, i.e. the paper's 5-point smoothing ending at k) of every run, then the
-mean and std (ddof = 1) over runs. Also the wall-clock seconds per training iteration of each rule
-(run.json start and end over the iterations run), and the paper's values at iteration 2000 (spec
-section G). Writes fig3c_table.csv and fig3c_table.md into DIR (default analyses/results).
+points up to k (k-40, ..., k, i.e. the paper's 5-point smoothing ending at k) of every run that
+reached k (an interrupted run counts up to where it got; n is shown when not every run did), then
+the mean and std (ddof = 1) over runs. Also the wall-clock seconds per training iteration of each
+rule (run.json start and end of runs trained in one go), and the paper's values at iteration 2000
+(spec section G). Writes fig3c_table.csv and fig3c_table.md into DIR (default analyses/results).
 """
 
 from __future__ import annotations
@@ -29,13 +30,18 @@ LABELS = {"bptt": "BPTT", "eprop": "e-prop", "mdgl": "MDGL"}
 
 
 def seconds_per_iteration(run: Path) -> float:
+    """Wall-clock seconds per iteration from run.json, for a run trained in one go (NaN for a
+    resumed one: the end of its first part is not recorded, and it may have waited between)."""
     meta = json.loads((run / "run.json").read_text())
+    if meta.get("resumed") or not meta.get("ended"):
+        return float("nan")
     start = dt.datetime.fromisoformat(meta["started"])
     end = dt.datetime.fromisoformat(meta["ended"])
     return (end - start).total_seconds() / max(1, meta["iteration"])
 
 
 def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
+    """Per rule and checkpoint k, over the runs that reached k (validated at k)."""
     metrics = A.load_metrics(runs)
     val = metrics[metrics.split == "val"]
     rows = []
@@ -43,16 +49,21 @@ def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
         rule_runs = sorted(by_rule.run.unique())
         row = {"rule": rule, "runs": len(rule_runs)}
         for k in checkpoints:
+            reached = by_rule[(by_rule.name == "loss") & (by_rule.iteration == k)].run.unique()
+            row[f"n@{k}"] = len(reached)
             for name in ("loss", "accuracy"):
                 sel = by_rule[
-                    (by_rule.name == name) & (by_rule.iteration > k - 50) & (by_rule.iteration <= k)
+                    (by_rule.name == name)
+                    & (by_rule.iteration > k - 50)
+                    & (by_rule.iteration <= k)
+                    & by_rule.run.isin(reached)
                 ]
                 per_run = sel.groupby("run")["value"].mean()
                 if len(per_run) == 0:
                     continue
                 row[f"{name}@{k} mean"] = per_run.mean()
                 row[f"{name}@{k} std"] = per_run.std(ddof=1) if len(per_run) > 1 else 0.0
-        row["s/iteration"] = sum(seconds_per_iteration(Path(r)) for r in rule_runs) / len(rule_runs)
+        row["s/iteration"] = pd.Series([seconds_per_iteration(Path(r)) for r in rule_runs]).mean()
         for name in ("loss", "accuracy"):
             row[f"paper {name}@2000"] = PAPER.get(rule, {}).get(name)
         rows.append(row)
@@ -73,10 +84,12 @@ def markdown(df: pd.DataFrame, checkpoints: list[int]) -> str:
         for name in ("loss", "accuracy"):
             for k in checkpoints:
                 m, s = r.get(f"{name}@{k} mean"), r.get(f"{name}@{k} std")
-                cells.append("" if pd.isna(m) else f"{m:.3f} ± {s:.3f}")
+                n = r.get(f"n@{k}")
+                runs = "" if n == r["runs"] else f" (n={n})"
+                cells.append("" if pd.isna(m) else f"{m:.3f} ± {s:.3f}{runs}")
         p_loss, p_acc = r["paper loss@2000"], r["paper accuracy@2000"]
         cells.append("" if pd.isna(p_loss) else f"{p_loss:.2f} / {p_acc:.2f}")
-        cells.append(f"{r['s/iteration']:.2f}")
+        cells.append("—" if pd.isna(r["s/iteration"]) else f"{r['s/iteration']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -89,10 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     checkpoints = [int(k) for k in args.checkpoints.split(",")]
     runs = A.find_runs(args.runs)
-    done = [r for r in runs if json.loads((r / "run.json").read_text())["status"] == "completed"]
-    for r in sorted(set(runs) - set(done)):
-        print(f"skipped (not completed): {r}")
-    df = table(done, checkpoints)
+    for r in runs:
+        meta = json.loads((r / "run.json").read_text())
+        if meta["status"] != "completed":
+            print(f"{r}: {meta['status']} at iteration {meta['iteration']} (counted where reached)")
+    df = table(runs, checkpoints)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fig3c_table.csv", index=False)

@@ -207,6 +207,7 @@ def mean_band(
     marker: str | None = None,
     clip: tuple[float, float] | None = None,
     alpha: float = 0.2,
+    linestyle: str = "-",
 ) -> Axes:
     """A mean line and a shaded ±std band (no band where ``std`` is None or NaN).
 
@@ -215,7 +216,9 @@ def mean_band(
     """
     x = np.asarray(x, dtype=float)
     mean = np.asarray(mean, dtype=float)
-    (line,) = ax.plot(x, mean, color=color, label=label, marker=marker, markersize=4)
+    (line,) = ax.plot(
+        x, mean, color=color, label=label, marker=marker, markersize=4, linestyle=linestyle
+    )
     if gid is not None:
         line.set_gid(gid)
     if std is not None:
