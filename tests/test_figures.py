@@ -131,6 +131,27 @@ def test_learning_curve_mean_equals_analysis(runs: list[Path]) -> None:
     plt.close(fig)
 
 
+def test_runs_of_unequal_length_count_where_they_reached(runs: list[Path], tmp_path: Path):
+    """One BPTT run stopped at iteration 3: the curve turns dotted there, and the table counts
+    that run only at the checkpoints it reached."""
+    import shutil
+
+    bptt = [r for r in runs if analysis.run_config(r)["train"]["rule"] == "bptt"]
+    copies = [shutil.copytree(r, tmp_path / f"copy{i}") for i, r in enumerate(bptt)]
+    metrics = pd.read_csv(copies[0] / "metrics.csv")
+    metrics[metrics.iteration <= 3].to_csv(copies[0] / "metrics.csv", index=False)
+    fig = load_script("fig3c_learning_curves").plot(copies, smooth=1)
+    lines = {line.get_gid(): line for line in fig.axes[0].get_lines() if line.get_gid()}
+    assert lines["mean:bptt"].get_xdata().max() == 3
+    assert lines["fewer:bptt"].get_linestyle() == ":"
+    assert lines["fewer:bptt"].get_xdata().min() == 3 and lines["fewer:bptt"].get_xdata().max() == 6
+    plt.close(fig)
+    script = load_script("fig3c_table")
+    df = script.table(copies, [3, 6])
+    assert df.loc[0, "n@3"] == 2 and df.loc[0, "n@6"] == 1
+    assert "(n=1)" in script.markdown(df, [3, 6])
+
+
 def test_alignment_over_training_mean_equals_metrics(runs: list[Path]) -> None:
     """The plotted line is the mean over seeds of the runs' own cos_<rule>_<part> metrics."""
     fig = load_script("alignment_over_training").plot(runs)
