@@ -6,8 +6,9 @@ For each rule (from each run's config) and checkpoint k: the mean over the last 
 points up to k (k-40, ..., k, i.e. the paper's 5-point smoothing ending at k) of every run that
 reached k (an interrupted run counts up to where it got; n is shown when not every run did), then
 the mean and std (ddof = 1) over runs. Also the wall-clock seconds per training iteration of each
-rule (run.json start and end of runs trained in one go), and the paper's values at iteration 2000
-(spec section G). Writes fig3c_table.csv and fig3c_table.md into DIR (default analyses/results).
+rule (median over its runs of the last stretch each trained, from run.json), and the paper's values
+at iteration 2000 (spec section G). Writes fig3c_table.csv and fig3c_table.md into DIR (default
+analyses/results).
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ LABELS = {"bptt": "BPTT", "eprop": "e-prop", "mdgl": "MDGL"}
 
 
 def seconds_per_iteration(run: Path) -> float:
-    """Wall-clock seconds per iteration from run.json, for a run trained in one go (NaN for a
-    resumed one: the end of its first part is not recorded, and it may have waited between)."""
+    """Wall-clock seconds per iteration of a run's last stretch (from its start, or its last
+    resume, to its end; run.json): NaN while it has not ended."""
     meta = json.loads((run / "run.json").read_text())
-    if meta.get("resumed") or not meta.get("ended"):
+    if not meta.get("ended") or meta["status"] != "completed":
         return float("nan")
-    start = dt.datetime.fromisoformat(meta["started"])
+    last = (meta.get("resumed") or [{"at": meta["started"], "from_iteration": 0}])[-1]
+    start = dt.datetime.fromisoformat(last["at"])
     end = dt.datetime.fromisoformat(meta["ended"])
-    return (end - start).total_seconds() / max(1, meta["iteration"])
+    return (end - start).total_seconds() / max(1, meta["iteration"] - last["from_iteration"])
 
 
 def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
@@ -63,7 +65,8 @@ def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
                     continue
                 row[f"{name}@{k} mean"] = per_run.mean()
                 row[f"{name}@{k} std"] = per_run.std(ddof=1) if len(per_run) > 1 else 0.0
-        row["s/iteration"] = pd.Series([seconds_per_iteration(Path(r)) for r in rule_runs]).mean()
+        # the median over runs: robust to a run slowed by whatever else shared the machine
+        row["s/iteration"] = pd.Series([seconds_per_iteration(Path(r)) for r in rule_runs]).median()
         for name in ("loss", "accuracy"):
             row[f"paper {name}@2000"] = PAPER.get(rule, {}).get(name)
         rows.append(row)
