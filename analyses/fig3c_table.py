@@ -7,8 +7,8 @@ points up to k (k-40, ..., k, i.e. the paper's 5-point smoothing ending at k) of
 reached k (an interrupted run counts up to where it got; n is shown when not every run did), then
 the mean and std (ddof = 1) over runs. Also the wall-clock seconds per training iteration of each
 rule (median over its runs of the last stretch each trained, from run.json), and the paper's values
-at iteration 2000 (spec section G). Writes fig3c_table.csv and fig3c_table.md into DIR (default
-analyses/results).
+at iteration 2000 (spec section G). Writes fig3c_table.csv, fig3c_table.md and the metrics behind
+them, fig3c_metrics.csv.gz, into DIR (default analyses/results).
 """
 
 from __future__ import annotations
@@ -74,6 +74,23 @@ def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("rule", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
+def metrics_table(runs: list[Path]) -> pd.DataFrame:
+    """The runs' metrics behind the table and figures, small enough to keep in the repository:
+    validation metrics, training loss and accuracy every ``val_every`` iterations, and the cosines
+    with BPTT. Columns run (folder name), rule, seed, iteration, split, name, value."""
+    metrics = A.load_metrics(runs)
+    every = metrics.loc[metrics.split == "val", "iteration"].diff().dropna()
+    step = int(every[every > 0].min()) if (every > 0).any() else 1
+    keep = (
+        (metrics.split == "val")
+        | metrics.name.str.startswith("cos_")
+        | (metrics.name.isin(["loss", "accuracy"]) & (metrics.iteration % step == 0))
+    )
+    out = metrics[keep].copy()
+    out["run"] = [Path(r).name for r in out["run"]]
+    return out[["run", "rule", "seed", "iteration", "split", "name", "value"]]
+
+
 def markdown(df: pd.DataFrame, checkpoints: list[int]) -> str:
     head = (
         ["rule", "runs"]
@@ -113,10 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "fig3c_table.csv", index=False)
+    metrics_table(runs).to_csv(out / "fig3c_metrics.csv.gz", index=False)
     md = markdown(df, checkpoints)
     (out / "fig3c_table.md").write_text(md)
     print(md)
-    print(f"wrote {out / 'fig3c_table.csv'} and {out / 'fig3c_table.md'}")
+    print(f"wrote fig3c_table.csv, fig3c_table.md and fig3c_metrics.csv.gz into {out}")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,10 @@ def test_runs_of_unequal_length_count_where_they_reached(runs: list[Path], tmp_p
     df = script.table(copies, [3, 6])
     assert df.loc[0, "n@3"] == 2 and df.loc[0, "n@6"] == 1
     assert "(n=1)" in script.markdown(df, [3, 6])
+    kept = script.metrics_table(copies)
+    assert list(kept.columns) == ["run", "rule", "seed", "iteration", "split", "name", "value"]
+    assert set(kept.run) == {"copy0", "copy1"} and kept.name.str.startswith("cos_").any()
+    assert kept[kept.split == "train"].name.str.match("loss|accuracy|cos_").all()
 
 
 def test_alignment_over_training_mean_equals_metrics(runs: list[Path]) -> None:
