@@ -41,7 +41,7 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
     if table.empty:
         raise SystemExit("error: no validation loss in these runs' metrics.csv")
     plotting.setup()
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
     rules = plotting.rule_order(table["rule"])
     fewer = False
     for rule in rules:
@@ -72,7 +72,7 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
     smooth_text = f"{smooth}-point moving average, " if smooth > 1 else ""
     ax.set_title(f"Evidence accumulation: validation loss\n({smooth_text}mean ± std over seeds)")
     ax.set_xlim(left=0)
-    ax.legend(loc="best")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: the curves fill the axes
     return fig
 
 
