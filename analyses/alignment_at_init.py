@@ -18,9 +18,9 @@ import torch
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis import runtime
-from mdgl_analysis.compare import same_batch
-from mdgl_analysis.model import forward
-from mdgl_analysis.train import Trainer
+from mdgl_analysis.network.model import forward
+from mdgl_analysis.training.compare import same_batch
+from mdgl_analysis.training.loop import Trainer
 
 
 def seeds_of(text: str) -> list[int]:

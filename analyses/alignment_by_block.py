@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from mdgl_analysis import plotting  # noqa: E402
+from mdgl_analysis.analysis import plotting  # noqa: E402
 
 NAME = "alignment_by_block"
 BLOCKS = ("rec_EE", "rec_EI", "rec_IE", "rec_II", "in_E", "in_I")

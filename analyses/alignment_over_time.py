@@ -29,8 +29,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mdgl_analysis import analysis, plotting  # noqa: E402
-from mdgl_analysis.io import open_run, record_files  # noqa: E402
+from mdgl_analysis import analysis
+from mdgl_analysis.analysis import plotting  # noqa: E402
+from mdgl_analysis.recording.readers import open_run, record_files  # noqa: E402
 
 NAME = "alignment_over_time"
 

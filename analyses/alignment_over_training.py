@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mdgl_analysis import plotting  # noqa: E402
+from mdgl_analysis.analysis import plotting  # noqa: E402
 
 NAME = "alignment_over_training"
 PARTS = ("rec", "in")

@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mdgl_analysis import analysis, plotting  # noqa: E402
+from mdgl_analysis import analysis
+from mdgl_analysis.analysis import plotting  # noqa: E402
 
 NAME = "fig3c_learning_curves"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mdgl_analysis import analysis as A
+from mdgl_analysis.analysis import alignment as A
 
 PAPER = {  # spec section G: the saved Fig. 3C runs, mean over 5 runs around iteration 2000
     "bptt": {"loss": 0.08, "accuracy": 0.98},

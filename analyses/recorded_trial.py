@@ -39,9 +39,10 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from mdgl_analysis import analysis, plotting  # noqa: E402
-from mdgl_analysis.io import open_record, record_files  # noqa: E402
-from mdgl_analysis.schema import iteration_of  # noqa: E402
+from mdgl_analysis import analysis
+from mdgl_analysis.analysis import plotting  # noqa: E402
+from mdgl_analysis.recording.readers import open_record, record_files  # noqa: E402
+from mdgl_analysis.recording.schema import iteration_of  # noqa: E402
 
 NAME = "recorded_trial"
 NEEDED = ("z", "v", "threshold", "learning_signal", "e_rec")

@@ -32,8 +32,8 @@ import numpy as np
 import psutil
 import xarray as xr
 
-from mdgl_analysis import analysis as A
-from mdgl_analysis.io import open_run, record_files
+from mdgl_analysis.analysis import alignment as A
+from mdgl_analysis.recording.readers import open_run, record_files
 
 VARIABLES = ("e_rec", "e_in", "learning_signal", "grad_rec", "grad_in", "w_rec", "w_in")
 

@@ -12,7 +12,7 @@ __all__ = ["open_run", "open_record", "__version__"]
 def __getattr__(name: str):
     # the readers pull in xarray and h5py: imported on first use, not by the CLI's every start
     if name in ("open_run", "open_record"):
-        from . import io
+        from mdgl_analysis.recording import readers as io
 
         return getattr(io, name)
     raise AttributeError(f"module 'mdgl_analysis' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from .cli import main
+from mdgl_analysis.cli import main
 
 raise SystemExit(main())

@@ -12,10 +12,10 @@ import functools
 import sys
 from pathlib import Path
 
-from . import config as config_mod
-from .config import ConfigError
-from .runs import RunFolder, RunFolderError, command_line, pid_alive
-from .train import ResumeError, TrainingError
+from mdgl_analysis import config as config_mod
+from mdgl_analysis.config import ConfigError
+from mdgl_analysis.training.loop import ResumeError, TrainingError
+from mdgl_analysis.training.runs import RunFolder, RunFolderError, command_line, pid_alive
 
 EXIT_USAGE = 2
 
@@ -110,7 +110,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import start
+    from mdgl_analysis.training.loop import start
 
     cfg = config_mod.resolve(
         args.config,
@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .train import resume
+    from mdgl_analysis.training.loop import resume
 
     run, status = resume(args.run, args.iterations, progress=not args.no_progress)
     _report(run, status)
@@ -204,8 +204,8 @@ def describe(run: RunFolder) -> str:
 
 
 def _describe_records(run: RunFolder) -> list[str]:
-    from .io import record_files, storage
-    from .schema import iteration_of
+    from mdgl_analysis.recording.readers import record_files, storage
+    from mdgl_analysis.recording.schema import iteration_of
 
     files = record_files(run.path)
     if not files:
@@ -215,7 +215,7 @@ def _describe_records(run: RunFolder) -> list[str]:
     total = sum(f.stat().st_size for f in files)
     lines = [f"records   {len(files)} iterations: {shown}; {total / 2**20:.1f} MiB on disk"]
     lines.append(f"          variables of {files[-1].name} (size on disk):")
-    from .schema import VARIABLES
+    from mdgl_analysis.recording.schema import VARIABLES
 
     for name, dims, shape, nbytes, dtype in storage(files[-1]):
         if name not in VARIABLES:
@@ -227,8 +227,8 @@ def _describe_records(run: RunFolder) -> list[str]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Recompute every recorded gradient and contract signals with traces; exit 1 on mismatch."""
-    from .io import record_files
-    from .verify import contract, recompute
+    from mdgl_analysis.recording.readers import record_files
+    from mdgl_analysis.recording.verify import contract, recompute
 
     path = Path(args.run)
     files = [path] if path.is_file() else record_files(path)
@@ -257,8 +257,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from . import analysis
-    from .io import open_run, record_files
+    from mdgl_analysis.analysis import alignment as analysis
+    from mdgl_analysis.recording.readers import open_run, record_files
 
     if args.out and Path(args.out).suffix not in (".csv", ".nc"):
         return _fail(f"--out {args.out!r}: the file must end in .csv or .nc")
@@ -343,7 +343,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import Sweep, parse_rules, parse_seeds
+    from mdgl_analysis.training.sweep import Sweep, parse_rules, parse_seeds
 
     rules, seeds = parse_rules(args.rules), parse_seeds(args.seeds)
     if args.jobs < 1:
@@ -369,7 +369,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+    from mdgl_analysis.training.bench import run_benchmark
 
     return run_benchmark(args)
 

@@ -270,7 +270,9 @@ def validate(cfg: Config) -> Config:
             value,
             f"at most {patterns} trials (distinct cue patterns of {task.n_cues} cues)",
         )
-    from .rules import RULES  # the registry imports the model, which imports this module
+    from mdgl_analysis.rules import (
+        RULES,  # the registry imports the model, which imports this module
+    )
 
     _check(train.rule in RULES, "train.rule", train.rule, f"one of {', '.join(RULES)}")
     for name in compare_rules(cfg):
@@ -340,15 +342,15 @@ def record_iterations(cfg: Config) -> tuple[int, set[int]]:
 
 def record_rules(cfg: Config) -> list[str]:
     """Rules recorded: BPTT first, then the local rules (all, or the listed ones)."""
-    from .rules import RULES
+    from mdgl_analysis.rules import RULES
 
     names = list(RULES) if cfg.record.rules.strip() == "all" else _items(cfg.record.rules)
     return ["bptt", *[n for i, n in enumerate(names) if n != "bptt" and n not in names[:i]]]
 
 
 def _validate_record(cfg: Config) -> None:
-    from .rules import RULES
-    from .schema import GROUPS, OPTIONAL_GROUPS
+    from mdgl_analysis.recording.schema import GROUPS, OPTIONAL_GROUPS
+    from mdgl_analysis.rules import RULES
 
     rec = cfg.record
     _check(rec.every >= 0, "record.every", rec.every, "an integer >= 0 (0: off)")

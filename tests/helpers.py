@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from mdgl_analysis.config import Config, NetworkConfig, TaskConfig, TrainConfig
-from mdgl_analysis.model import SpikingNetwork, forward
-from mdgl_analysis.task import sample
+from mdgl_analysis.network.model import SpikingNetwork, forward
+from mdgl_analysis.tasks.evidence import sample
 
 
 def small_config(**train) -> Config:
@@ -69,7 +69,7 @@ def train_process(cfg_file, out, **popen):
 
 def spy_reads(monkeypatch) -> list[str]:
     """Names of the record variables read from now on: through h5netcdf (xarray's backend) and
-    through the direct chunk reader of :mod:`mdgl_analysis.io`."""
+    through the direct chunk reader of :mod:`mdgl_analysis.recording.readers`."""
     import h5netcdf
 
     from mdgl_analysis import io

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from mdgl_analysis import analysis as A
 from mdgl_analysis import config as config_mod
+from mdgl_analysis.analysis import alignment as A
 from mdgl_analysis.cli import main
-from mdgl_analysis.io import open_run
-from mdgl_analysis.schema import VARIABLES
-from mdgl_analysis.train import start
+from mdgl_analysis.recording.readers import open_run
+from mdgl_analysis.recording.schema import VARIABLES
+from mdgl_analysis.training.loop import start
 
 from helpers import small_config, spy_reads
 

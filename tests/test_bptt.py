@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mdgl_analysis.model import Forward
-from mdgl_analysis.neuron import rollout
-from mdgl_analysis.readout import learning_signal, readout
+from mdgl_analysis.network.model import Forward
+from mdgl_analysis.network.neuron import rollout
+from mdgl_analysis.network.readout import learning_signal, readout
 from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 from mdgl_analysis.rules.bptt import bptt, bptt_autograd
 

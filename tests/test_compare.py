@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import torch
 
-from mdgl_analysis.compare import comparison_masks, cosine, same_batch
 from mdgl_analysis.config import validate
-from mdgl_analysis.train import start
+from mdgl_analysis.training.compare import comparison_masks, cosine, same_batch
+from mdgl_analysis.training.loop import start
 
 from helpers import make_small, small_config
 

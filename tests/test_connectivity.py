@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mdgl_analysis.config import NetworkConfig
-from mdgl_analysis.connectivity import (
+from mdgl_analysis.network.connectivity import (
     balanced_magnitudes,
     connection_budget,
     dale_signs,

@@ -21,7 +21,8 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mdgl_analysis import analysis, plotting  # noqa: E402
+from mdgl_analysis import analysis
+from mdgl_analysis.analysis import plotting  # noqa: E402
 from mdgl_analysis.cli import main as mdgl_main  # noqa: E402
 
 ANALYSES = Path(__file__).resolve().parents[1] / "analyses"

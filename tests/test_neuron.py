@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mdgl_analysis.neuron import ALIFParams, ALIFState, alif_step, psi, rollout
+from mdgl_analysis.network.neuron import ALIFParams, ALIFState, alif_step, psi, rollout
 
 
 def params(beta=(0.0, 1.8), n_ref=5) -> ALIFParams:

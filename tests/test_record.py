@@ -18,11 +18,11 @@ import xarray as xr
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import ConfigError
-from mdgl_analysis.io import open_record, open_run, record_files
-from mdgl_analysis.runs import RunFolder
-from mdgl_analysis.schema import SCHEMA_VERSION, VARIABLES, iteration_of, selected
-from mdgl_analysis.train import resume, start
-from mdgl_analysis.verify import contract, recompute
+from mdgl_analysis.recording.readers import open_record, open_run, record_files
+from mdgl_analysis.recording.schema import SCHEMA_VERSION, VARIABLES, iteration_of, selected
+from mdgl_analysis.recording.verify import contract, recompute
+from mdgl_analysis.training.loop import resume, start
+from mdgl_analysis.training.runs import RunFolder
 
 from helpers import small_config, spy_reads, train_command, train_process
 
@@ -288,7 +288,7 @@ def test_a_write_failing_mid_record_removes_the_partial_file_and_fails_the_run(
         return original(self, name, key, value)
 
     monkeypatch.setattr(record._BackgroundWriter, "put", failing_put)
-    from mdgl_analysis.train import TrainingError
+    from mdgl_analysis.training.loop import TrainingError
 
     with pytest.raises(TrainingError, match="No space left"):
         start(cfg, tmp_path / "r", ["test"], progress=False)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from oracles import loss_of
 
-from mdgl_analysis.model import Gradients
+from mdgl_analysis.network.model import Gradients
+from mdgl_analysis.recording.traces import Synapses, eligibility_chunks, gradients_from_traces
 from mdgl_analysis.rules import RULES, get_rule
 from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 from mdgl_analysis.rules.bptt import bptt, bptt_credit
@@ -20,7 +21,6 @@ from mdgl_analysis.rules.local import (
     modulatory_weights,
     signal_of,
 )
-from mdgl_analysis.traces import Synapses, eligibility_chunks, gradients_from_traces
 
 from helpers import make_small
 
@@ -108,7 +108,7 @@ def test_mdgl_equals_mdgl_exact_when_blocks_are_uniform():
         sel = mask & exists
         w_rec[sel] = w_rec[sel].mean()
     snap = snap._replace(weights=snap.weights._replace(w_rec=w_rec))
-    from mdgl_analysis.model import forward
+    from mdgl_analysis.network.model import forward
 
     fwd = forward(snap, fwd0.x, fwd0.target, cfg)
     a, b = RULES["mdgl"](snap, fwd), RULES["mdgl_exact"](snap, fwd)
@@ -246,7 +246,7 @@ def test_traces_are_zero_for_the_adaptation_component_of_lif_cells():
 def test_every_rule_returns_finite_detached_gradients_shaped_like_the_weights(name, device):
     cfg, net, snap, fwd = make_small(0)
     if device == "cuda":
-        from mdgl_analysis.model import forward
+        from mdgl_analysis.network.model import forward
 
         net = net.to(device)
         snap = net.snapshot()

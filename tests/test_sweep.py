@@ -8,7 +8,7 @@ import pytest
 
 from mdgl_analysis.cli import main
 from mdgl_analysis.config import ConfigError
-from mdgl_analysis.sweep import parse_rules, parse_seeds
+from mdgl_analysis.training.sweep import parse_rules, parse_seeds
 
 TINY = [
     "--set",

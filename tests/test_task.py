@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mdgl_analysis.config import TaskConfig
-from mdgl_analysis.task import cue_bits, sample, timeline
+from mdgl_analysis.tasks.evidence import cue_bits, sample, timeline
 
 
 def test_paper_timeline_has_seven_cues_a_delay_and_a_recall_window():

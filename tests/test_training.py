@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from mdgl_analysis import config as config_mod
-from mdgl_analysis.optim import TFAdam
-from mdgl_analysis.runs import METRICS_HEADER, RunFolder
-from mdgl_analysis.train import Trainer, resume, start
+from mdgl_analysis.training.loop import Trainer, resume, start
+from mdgl_analysis.training.optim import TFAdam
+from mdgl_analysis.training.runs import METRICS_HEADER, RunFolder
 
 from helpers import small_config, train_process
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..model import Forward, Gradients, Snapshot
-from .bptt import bptt
-from .local import eprop, mdgl, mdgl_exact, mdgl_nonlocal, mdgl_online
+from mdgl_analysis.network.model import Forward, Gradients, Snapshot
+from mdgl_analysis.rules.bptt import bptt
+from mdgl_analysis.rules.local import eprop, mdgl, mdgl_exact, mdgl_nonlocal, mdgl_online
 
 Rule = Callable[[Snapshot, Forward], Gradients]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..neuron import ALIFParams
+from mdgl_analysis.network.neuron import ALIFParams
 
 
 def adjoint(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model import Forward, Gradients, Snapshot
-from ..neuron import rollout
-from ..readout import readout, readout_gradients
-from .adjoint import adjoint, synaptic_gradients
+from mdgl_analysis.network.model import Forward, Gradients, Snapshot
+from mdgl_analysis.network.neuron import rollout
+from mdgl_analysis.network.readout import readout, readout_gradients
+from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 
 
 def bptt(snap: Snapshot, fwd: Forward) -> Gradients:

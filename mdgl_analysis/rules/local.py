@@ -28,9 +28,9 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..model import Forward, Gradients, Snapshot
-from ..readout import readout_gradients, readout_kernel
-from .adjoint import adjoint, synaptic_gradients
+from mdgl_analysis.network.model import Forward, Gradients, Snapshot
+from mdgl_analysis.network.readout import readout_gradients, readout_kernel
+from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 
 BLOCKS = {"EE": (False, False), "EI": (False, True), "IE": (True, False), "II": (True, True)}
 """Cell-type blocks named pre->post (``"EI"`` is E -> I): (pre inhibitory, post inhibitory)."""

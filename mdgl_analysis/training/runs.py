@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from . import config as config_mod
-from .config import Config
+from mdgl_analysis import config as config_mod
+from mdgl_analysis.config import Config
 
 CONFIG = "config.toml"
 RUN_JSON = "run.json"
@@ -70,7 +70,7 @@ def git_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
+    from mdgl_analysis import __version__
 
     out = {
         "python": platform.python_version(),

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .model import Forward, Snapshot
+from mdgl_analysis.network.model import Forward, Snapshot
 
 
 class Synapses(NamedTuple):

@@ -21,16 +21,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import runtime
-from .compare import same_batch
-from .config import Config, compare_rules
-from .model import SpikingNetwork, forward
-from .optim import TFAdam, apply_update
-from .record import Recorder
-from .rules import get_rule
-from .runs import RunFolder, now, pid_alive
-from .schema import RECORDS, iteration_of
-from .task import sample
+from mdgl_analysis import runtime
+from mdgl_analysis.config import Config, compare_rules
+from mdgl_analysis.network.model import SpikingNetwork, forward
+from mdgl_analysis.recording.schema import RECORDS, iteration_of
+from mdgl_analysis.recording.writer import Recorder
+from mdgl_analysis.rules import get_rule
+from mdgl_analysis.tasks.evidence import sample
+from mdgl_analysis.training.compare import same_batch
+from mdgl_analysis.training.optim import TFAdam, apply_update
+from mdgl_analysis.training.runs import RunFolder, now, pid_alive
 
 GENERATORS = ("task", "val", "rewire")
 

@@ -20,7 +20,7 @@ import hdf5plugin  # noqa: F401 - registers the blosc filter the records use
 import numpy as np
 import xarray as xr
 
-from .schema import RECORDS, iteration_of
+from mdgl_analysis.recording.schema import RECORDS, iteration_of
 
 __all__ = ["open_record", "open_run", "record_files", "storage"]
 

@@ -31,7 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
-from . import analysis
+from mdgl_analysis.analysis import alignment as analysis
 
 # ------------------------------------------------------------------------------------------------
 # colours and names
@@ -280,8 +280,8 @@ def task_epochs(cfg: dict[str, Any]) -> list[Epoch]:
     """The cue windows, the delay and the recall of a trial, in ms, from a run's resolved config
     (nested dicts, :func:`mdgl_analysis.analysis.run_config`); computed by the task's own
     :func:`mdgl_analysis.task.timeline`, so they match what the network was shown."""
-    from .config import TaskConfig
-    from .task import timeline
+    from mdgl_analysis.config import TaskConfig
+    from mdgl_analysis.tasks.evidence import timeline
 
     dt = float(cfg["network"]["dt"])
     tl = timeline(TaskConfig(**cfg["task"]), dt)
@@ -478,7 +478,7 @@ def cosine_table(runs: Sequence[str | Path], use_records: bool = True) -> pd.Dat
 
 
 def _record_cosines(run: str | Path) -> pd.DataFrame:
-    from .io import open_run
+    from mdgl_analysis.recording.readers import open_run
 
     ds = open_run(run)
     rule, seed = run_key(run)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .config import NetworkConfig
+from mdgl_analysis.config import NetworkConfig
 
 
 def dale_signs(n: int, exc_fraction: float) -> Tensor:

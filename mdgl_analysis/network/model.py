@@ -13,10 +13,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .config import Config
-from .connectivity import Connectivity, connection_budget, initial_connectivity
-from .neuron import ALIFParams, Trajectory, rollout
-from .readout import Readout, learning_signal, readout
+from mdgl_analysis.config import Config
+from mdgl_analysis.network.connectivity import Connectivity, connection_budget, initial_connectivity
+from mdgl_analysis.network.neuron import ALIFParams, Trajectory, rollout
+from mdgl_analysis.network.readout import Readout, learning_signal, readout
 
 MATRICES = ("in", "rec", "out")
 

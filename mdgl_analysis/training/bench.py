@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from . import config as config_mod
-from . import runtime
-from .rules import RULES
-from .rules.bptt import bptt_autograd
+from mdgl_analysis import config as config_mod
+from mdgl_analysis import runtime
+from mdgl_analysis.rules import RULES
+from mdgl_analysis.rules.bptt import bptt_autograd
 
 BASELINES = {"bptt_autograd"}
 TRACES = {"traces_list", "traces_dense"}  # the forward trace iterator (recording), not a rule
@@ -39,9 +39,9 @@ def _autograd_rule(cfg):
 
 def _traces_rule(trainer, dense: bool):
     """A training step that also runs the forward trace recursion with every rule's signal."""
-    from .rules.bptt import bptt_credit
-    from .rules.local import signal_of
-    from .traces import Synapses, eligibility_chunks
+    from mdgl_analysis.recording.traces import Synapses, eligibility_chunks
+    from mdgl_analysis.rules.bptt import bptt_credit
+    from mdgl_analysis.rules.local import signal_of
 
     net = trainer.net
     nc = trainer.cfg.network
@@ -68,8 +68,8 @@ def record_worker(layout: str, threads: int, preset: str, overrides: list[str], 
     import tempfile
     from pathlib import Path
 
-    from .record import Recorder
-    from .train import Trainer
+    from mdgl_analysis.recording.writer import Recorder
+    from mdgl_analysis.training.loop import Trainer
 
     cfg = config_mod.resolve(
         None,
@@ -97,7 +97,7 @@ def record_worker(layout: str, threads: int, preset: str, overrides: list[str], 
     (path,) = folder.glob("iter_*.h5")
     size = path.stat().st_size
     batch = trainer.batch("task", cfg.train.batch)  # only for the size estimate's shapes
-    from .model import forward
+    from mdgl_analysis.network.model import forward
 
     logical = recorder.estimate_bytes(forward(trainer.net.snapshot(), *batch, cfg))
     path.unlink()
@@ -131,7 +131,7 @@ def record_worker(layout: str, threads: int, preset: str, overrides: list[str], 
 def worker(
     rule: str, threads: int, iterations: int, preset: str, overrides: list[str], device: str
 ) -> dict:
-    from .train import Trainer
+    from mdgl_analysis.training.loop import Trainer
 
     if rule in RECORDS:
         return record_worker(rule.split("_")[1], threads, preset, overrides, device)
@@ -189,7 +189,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             cmd = [
                 sys.executable,
                 "-m",
-                "mdgl_analysis.bench",
+                "mdgl_analysis.training.bench",
                 r,
                 str(t),
                 str(args.iterations),

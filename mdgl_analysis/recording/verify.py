@@ -20,11 +20,11 @@ import hdf5plugin  # noqa: F401 - blosc filter
 import numpy as np
 import torch
 
-from . import config as config_mod
-from . import runtime
-from .model import Snapshot, Weights, forward
-from .neuron import ALIFParams
-from .rules import get_rule
+from mdgl_analysis import config as config_mod
+from mdgl_analysis import runtime
+from mdgl_analysis.network.model import Snapshot, Weights, forward
+from mdgl_analysis.network.neuron import ALIFParams
+from mdgl_analysis.rules import get_rule
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,7 +84,7 @@ def contract(path: str | Path) -> dict[str, float]:
     Raises ValueError when the file lacks what the identity needs (all trials, the whole trial,
     signals and traces).
     """
-    from .io import open_record
+    from mdgl_analysis.recording.readers import open_record
 
     ds = open_record(path)
     missing = [v for v in ("learning_signal", "e_rec", "e_in") if v not in ds]

@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from .config import TrainConfig
-from .model import MATRICES, Gradients, SpikingNetwork
+from mdgl_analysis.config import TrainConfig
+from mdgl_analysis.network.model import MATRICES, Gradients, SpikingNetwork
 
 
 class TFAdam(torch.optim.Optimizer):

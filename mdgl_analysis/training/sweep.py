@@ -17,9 +17,9 @@ from concurrent.futures import as_completed as futures_completed
 from pathlib import Path
 from typing import Any
 
-from . import config as config_mod
-from .config import Config, ConfigError
-from .runs import RunFolder, atomic_write, now
+from mdgl_analysis import config as config_mod
+from mdgl_analysis.config import Config, ConfigError
+from mdgl_analysis.training.runs import RunFolder, atomic_write, now
 
 MANIFEST = "sweep.json"
 
@@ -39,7 +39,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_rules(text: str) -> list[str]:
-    from .rules import RULES
+    from mdgl_analysis.rules import RULES
 
     rules = [r.strip() for r in text.split(",") if r.strip()]
     bad = [r for r in rules if r not in RULES]

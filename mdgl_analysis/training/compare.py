@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from .model import Forward, Gradients, Snapshot
-from .rules import get_rule
-from .rules.local import block_masks
+from mdgl_analysis.network.model import Forward, Gradients, Snapshot
+from mdgl_analysis.rules import get_rule
+from mdgl_analysis.rules.local import block_masks
 
 
 def comparison_masks(snap: Snapshot) -> dict[str, tuple[str, Tensor]]:

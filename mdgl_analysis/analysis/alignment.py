@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
-from .io import open_record, open_run, record_files
+from mdgl_analysis.recording.readers import open_record, open_run, record_files
 
 REFERENCE = "bptt"
 BLOCKS_REC = ("rec_EE", "rec_EI", "rec_IE", "rec_II")
@@ -438,7 +438,7 @@ def credit_by_type(ds: xr.Dataset) -> xr.DataArray:
 
 def run_config(path: str | Path) -> dict[str, Any]:
     """The resolved config of a run folder as nested dicts."""
-    from . import config as config_mod
+    from mdgl_analysis import config as config_mod
 
     return config_mod.to_dict(config_mod.load(Path(path) / "config.toml"))
 

@@ -36,12 +36,13 @@ except ImportError:  # not on Windows
     resource = None
 from torch import Tensor
 
-from . import __version__, schema
-from .config import Config, parse_trials, record_iterations, record_rules
-from .model import Forward, Gradients, Snapshot, SpikingNetwork, Weights
-from .rules.bptt import bptt_credit
-from .rules.local import signal_of
-from .traces import Synapses, eligibility_chunks
+from mdgl_analysis import __version__
+from mdgl_analysis.config import Config, parse_trials, record_iterations, record_rules
+from mdgl_analysis.network.model import Forward, Gradients, Snapshot, SpikingNetwork, Weights
+from mdgl_analysis.recording import schema
+from mdgl_analysis.recording.traces import Synapses, eligibility_chunks
+from mdgl_analysis.rules.bptt import bptt_credit
+from mdgl_analysis.rules.local import signal_of
 
 # python-blosc holds the GIL while it (de)compresses unless told otherwise: let the trainer (or
 # other dask threads) run meanwhile

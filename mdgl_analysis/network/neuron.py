@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .config import NetworkConfig
+from mdgl_analysis.config import NetworkConfig
 
 
 class ALIFParams(NamedTuple):
