@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mdgl_analysis.tasks import NEUROGYM_PREFIX, Task, TaskError, is_file_task, make_task
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names field, value and what is allowed."""
@@ -24,10 +26,10 @@ class ConfigError(ValueError):
 class NetworkConfig:
     """The recurrent network of adaptive spiking neurons (spec sections 0, A, B)."""
 
-    n_in: int = 40
+    n_in: int = 0  # input channels: the task's (0); a stated value must agree with the task
     n_regular: int = 50
     n_adaptive: int = 50
-    n_out: int = 2
+    n_out: int = 0  # readout outputs: the task's (0); a stated value must agree with the task
     exc_fraction: float = 0.8  # n_exc = int(exc_fraction * n) + 1, for inputs and recurrent cells
     dt: float = 1.0  # ms
     tau_m: float = 20.0  # ms, membrane
@@ -48,20 +50,14 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """The evidence-accumulation task (spec section F)."""
+    """The task: a name (see :func:`mdgl_analysis.tasks.make_task`) and its parameters.
 
-    n_cues: int = 7
-    cue_ms: int = 100
-    gap_ms: int = 50
-    delay_ms: int = 850
-    recall_ms: int = 150
-    cue_rate_hz: float = 40.0
-    noise_rate_hz: float = 10.0
+    In TOML the parameters stand next to the name (``[task] name = "evidence"  n_cues = 7``); a
+    resolved config holds every parameter of the task with its value.
+    """
 
-    def n_steps(self, dt: float = 1.0) -> int:
-        """Trial length T in steps: cues and gaps, the delay after the last cue, the recall."""
-        ms = self.n_cues * self.cue_ms + (self.n_cues - 1) * self.gap_ms
-        return int(round((ms + self.delay_ms + self.recall_ms) / dt))
+    name: str = "evidence"
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,8 @@ class Config:
 
     @property
     def n_steps(self) -> int:
-        return self.task.n_steps(self.network.dt)
+        """Steps per trial: the task's."""
+        return task_of(self).n_steps
 
 
 SECTIONS: dict[str, type] = {
@@ -144,7 +141,7 @@ PRESETS: dict[str, Config] = {
     "paper": Config(),
     # A few minutes on a laptop CPU: a shorter trial and a smaller batch, same network.
     "demo": Config(
-        task=TaskConfig(cue_ms=50, gap_ms=25, delay_ms=200, recall_ms=100),
+        task=TaskConfig(params={"cue_ms": 50, "gap_ms": 25, "delay_ms": 200, "recall_ms": 100}),
         train=TrainConfig(iterations=300, batch=32, val_batch=32, val_every=10, compare_every=10),
         record=RecordConfig(every=100, trials="0-7"),
         run=RunConfig(checkpoint_every=50),
@@ -164,9 +161,18 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
 
 
-def validate(cfg: Config) -> Config:
-    """Check every field; return ``cfg`` unchanged or raise :class:`ConfigError`."""
+def validate(cfg: Config, resolve_task: bool = True) -> Config:
+    """Check every field and return the resolved config, or raise :class:`ConfigError`.
+
+    With ``resolve_task`` the task is built (:func:`task_of`): its parameters are filled in with
+    their values, the network's input and output sizes become the task's (a stated size that
+    disagrees is an error), and the batch sizes and the recording window are checked against it.
+    Without it (a record's config, whose task may live in a file that is not here) the sizes stay
+    as stated.
+    """
     for section, cls in SECTIONS.items():
+        if section == "task":
+            continue
         sub = getattr(cfg, section)
         for f in fields(cls):
             value = getattr(sub, f.name)
@@ -187,11 +193,6 @@ def validate(cfg: Config) -> Config:
     net, task, train, run = cfg.network, cfg.task, cfg.train, cfg.run
     positive_int = "an integer >= 1"
     for key, value in [
-        ("network.n_in", net.n_in),
-        ("network.n_out", net.n_out),
-        ("task.n_cues", task.n_cues),
-        ("task.cue_ms", task.cue_ms),
-        ("task.recall_ms", task.recall_ms),
         ("train.batch", train.batch),
         ("train.val_batch", train.val_batch),
         ("train.val_every", train.val_every),
@@ -204,8 +205,8 @@ def validate(cfg: Config) -> Config:
         ("network.n_regular", net.n_regular),
         ("network.n_adaptive", net.n_adaptive),
         ("network.n_ref", net.n_ref),
-        ("task.gap_ms", task.gap_ms),
-        ("task.delay_ms", task.delay_ms),
+        ("network.n_in", net.n_in),
+        ("network.n_out", net.n_out),
         ("train.iterations", train.iterations),
         ("train.compare_every", train.compare_every),
     ]:
@@ -225,8 +226,6 @@ def validate(cfg: Config) -> Config:
     for key, value in [
         ("network.beta", net.beta),
         ("network.gamma", net.gamma),
-        ("task.cue_rate_hz", task.cue_rate_hz),
-        ("task.noise_rate_hz", task.noise_rate_hz),
         ("train.l1", train.l1),
         ("train.reg_rate", train.reg_rate),
         ("train.reg_target_hz", train.reg_target_hz),
@@ -242,50 +241,79 @@ def validate(cfg: Config) -> Config:
     ]:
         _check(0 <= value <= 1, key, value, "a number in [0, 1]")
     _check(0 < net.exc_fraction < 1, "network.exc_fraction", net.exc_fraction, "a number in (0, 1)")
-    for key, n in [("network.n_in", net.n_in), ("network.n_regular", net.n_rec)]:
-        n_exc = int(net.exc_fraction * n) + 1
-        _check(
-            1 <= n_exc < n,
-            key,
-            n,
-            f"with exc_fraction {net.exc_fraction} this population of {n} needs at least one "
-            "excitatory and one inhibitory cell",
-        )
+    n_exc = int(net.exc_fraction * net.n_rec) + 1
     _check(
-        net.n_in == 4 * (net.n_in // 4),
-        "network.n_in",
-        net.n_in,
-        "a multiple of 4 (left, right, recall and noise populations of equal size)",
+        1 <= n_exc < net.n_rec,
+        "network.n_regular",
+        net.n_regular,
+        f"with exc_fraction {net.exc_fraction} the {net.n_rec} recurrent cells need at least one "
+        "excitatory and one inhibitory cell",
     )
-    for key, rate in [
-        ("task.cue_rate_hz", task.cue_rate_hz),
-        ("task.noise_rate_hz", task.noise_rate_hz),
-    ]:
-        _check(rate * net.dt / 1000 <= 1, key, rate, f"at most {1000 / net.dt:g} Hz at this dt")
-    patterns = 2**task.n_cues
-    for key, value in [("train.batch", train.batch), ("train.val_batch", train.val_batch)]:
-        _check(
-            value <= patterns,
-            key,
-            value,
-            f"at most {patterns} trials (distinct cue patterns of {task.n_cues} cues)",
-        )
-    from mdgl_analysis.rules import (
-        RULES,  # the registry imports the model, which imports this module
+    _check(
+        isinstance(task.name, str) and task.name.strip() != "",
+        "task.name",
+        task.name,
+        "a task name (evidence, pattern, neurogym:ENV or FILE.py:CLASS)",
     )
-
-    _check(train.rule in RULES, "train.rule", train.rule, f"one of {', '.join(RULES)}")
-    for name in compare_rules(cfg):
-        _check(
-            name in RULES,
-            "train.compare_rules",
-            train.compare_rules,
-            f"comma-separated names among {', '.join(RULES)}",
-        )
-    _validate_record(cfg)
+    if resolve_task:
+        cfg = _resolve_task(cfg)
+    _validate_record(cfg, resolve_task)
     _check(run.device in DEVICES, "run.device", run.device, f"one of {', '.join(DEVICES)}")
     _check(run.dtype in DTYPES, "run.dtype", run.dtype, f"one of {', '.join(DTYPES)}")
     return cfg
+
+
+_TASKS: dict[tuple[str, tuple[tuple[str, str], ...]], Task] = {}
+
+
+def task_of(cfg: Config) -> Task:
+    """The task of ``cfg`` (built once per name and parameters; ConfigError when it cannot be)."""
+    key = (cfg.task.name, tuple(sorted((k, repr(v)) for k, v in cfg.task.params.items())))
+    if key not in _TASKS:
+        try:
+            _TASKS[key] = make_task(cfg.task.name, cfg.task.params)
+        except TaskError as err:
+            raise ConfigError(str(err)) from None
+    return _TASKS[key]
+
+
+def _resolve_task(cfg: Config) -> Config:
+    """Fill in the task's parameters and the network's sizes; check what depends on the task."""
+    task = task_of(cfg)
+    net, train = cfg.network, cfg.train
+    for key, stated, actual in [
+        ("network.n_in", net.n_in, task.n_in),
+        ("network.n_out", net.n_out, task.n_out),
+    ]:
+        _check(
+            stated in (0, actual),
+            key,
+            stated,
+            f"the task's size ({actual} for task {cfg.task.name}), or 0: the network's input and "
+            "output sizes follow the task",
+        )
+    task_dt = getattr(task, "dt", net.dt)
+    if task_dt != net.dt:
+        raise ConfigError(
+            f"task.dt = {task_dt!r} differs from network.dt = {net.dt!r}: set both to the same "
+            "step in ms"
+        )
+    limit = task.max_batch() if hasattr(task, "max_batch") else None
+    for key, value in [("train.batch", train.batch), ("train.val_batch", train.val_batch)]:
+        _check(
+            limit is None or value <= limit,
+            key,
+            value,
+            f"at most {limit} trials for task {cfg.task.name}",
+        )
+    params = task.values() if hasattr(task, "values") else dict(cfg.task.params)
+    if cfg.task.name.startswith(NEUROGYM_PREFIX):
+        params.pop("env", None)  # the name carries it
+    return replace(
+        cfg,
+        network=replace(net, n_in=task.n_in, n_out=task.n_out),
+        task=replace(cfg.task, params=params),
+    )
 
 
 RECORD_LAYOUTS = ("list", "dense")
@@ -340,17 +368,8 @@ def record_iterations(cfg: Config) -> tuple[int, set[int]]:
     return cfg.record.every, explicit
 
 
-def record_rules(cfg: Config) -> list[str]:
-    """Rules recorded: BPTT first, then the local rules (all, or the listed ones)."""
-    from mdgl_analysis.rules import RULES
-
-    names = list(RULES) if cfg.record.rules.strip() == "all" else _items(cfg.record.rules)
-    return ["bptt", *[n for i, n in enumerate(names) if n != "bptt" and n not in names[:i]]]
-
-
-def _validate_record(cfg: Config) -> None:
+def _validate_record(cfg: Config, with_task: bool) -> None:
     from mdgl_analysis.recording.schema import GROUPS, OPTIONAL_GROUPS
-    from mdgl_analysis.rules import RULES
 
     rec = cfg.record
     _check(rec.every >= 0, "record.every", rec.every, "an integer >= 0 (0: off)")
@@ -364,25 +383,30 @@ def _validate_record(cfg: Config) -> None:
         f"comma-separated groups among {', '.join(OPTIONAL_GROUPS)} "
         f"({', '.join(g for g in GROUPS if g not in OPTIONAL_GROUPS)} are always recorded)",
     )
-    n_ms = cfg.n_steps * cfg.network.dt
-    stop = rec.t_stop_ms or n_ms
-    _check(
-        0 <= rec.t_start_ms < stop <= n_ms,
-        "record.t_start_ms",
-        rec.t_start_ms,
-        f"0 <= t_start_ms < t_stop_ms <= {n_ms:g} (t_stop_ms 0 = end; here t_stop_ms = "
-        f"{rec.t_stop_ms:g})",
-    )
+    if with_task:
+        n_ms = cfg.n_steps * cfg.network.dt
+        stop = rec.t_stop_ms or n_ms
+        _check(
+            0 <= rec.t_stop_ms <= n_ms,
+            "record.t_stop_ms",
+            rec.t_stop_ms,
+            f"0 <= t_stop_ms <= {n_ms:g}, the trial's length (0: the end)",
+        )
+        _check(
+            0 <= rec.t_start_ms < stop,
+            "record.t_start_ms",
+            rec.t_start_ms,
+            f"0 <= t_start_ms < t_stop_ms (here {stop:g} ms)",
+        )
     _check(rec.layout in RECORD_LAYOUTS, "record.layout", rec.layout, " or ".join(RECORD_LAYOUTS))
     _check(rec.dtype in RECORD_DTYPES, "record.dtype", rec.dtype, " or ".join(RECORD_DTYPES))
     _check(rec.codec in RECORD_CODECS, "record.codec", rec.codec, ", ".join(RECORD_CODECS))
     _check(rec.chunk_mb > 0, "record.chunk_mb", rec.chunk_mb, "a number > 0")
-    names = _items(rec.rules)
     _check(
-        rec.rules.strip() == "all" or (names and all(n in RULES for n in names)),
+        rec.rules.strip() == "all" or bool(_items(rec.rules)),
         "record.rules",
         rec.rules,
-        f"all, or comma-separated names among {', '.join(RULES)}",
+        "all, or comma-separated rule names",
     )
 
 
@@ -397,11 +421,23 @@ def compare_rules(cfg: Config) -> list[str]:
 
 
 def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
-    return dataclasses.asdict(cfg)
+    """Nested dicts of the sections; the task's parameters stand next to its name."""
+    out = dataclasses.asdict(cfg)
+    task = out.pop("task")
+    out = {"network": out.pop("network"), "task": {"name": task["name"], **task["params"]}, **out}
+    return out
 
 
-def from_dict(data: dict[str, Any], base: Config | None = None, source: str = "config") -> Config:
-    """Build a validated config from nested dicts; unknown sections or keys are errors."""
+def from_dict(
+    data: dict[str, Any],
+    base: Config | None = None,
+    source: str = "config",
+    resolve_task: bool = True,
+) -> Config:
+    """Build a validated config from nested dicts; unknown sections or keys are errors.
+
+    ``[task]``: ``name`` first (a new name starts from no parameters), then the parameters.
+    """
     cfg = base or Config()
     for section, values in data.items():
         if section not in SECTIONS:
@@ -410,9 +446,11 @@ def from_dict(data: dict[str, Any], base: Config | None = None, source: str = "c
             )
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: [{section}] must be a table of key = value pairs")
+        if section == "task" and "name" in values:
+            values = {"name": values["name"], **{k: v for k, v in values.items() if k != "name"}}
         for key, value in values.items():
             cfg = set_value(cfg, f"{section}.{key}", value)
-    return validate(cfg)
+    return validate(cfg, resolve_task)
 
 
 def set_value(cfg: Config, key: str, value: Any) -> Config:
@@ -423,6 +461,8 @@ def set_value(cfg: Config, key: str, value: Any) -> Config:
             f"unknown config key {key!r}; keys are SECTION.FIELD with SECTION one of "
             f"{', '.join(SECTIONS)}"
         )
+    if section == "task":
+        return _set_task(cfg, name, value)
     cls = SECTIONS[section]
     types = {f.name: f.type for f in fields(cls)}
     if name not in types:
@@ -430,6 +470,21 @@ def set_value(cfg: Config, key: str, value: Any) -> Config:
     kind = {"int": int, "float": float, "str": str, "bool": bool}[str(types[name])]
     value = _coerce(key, value, kind)
     return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
+
+
+def _set_task(cfg: Config, name: str, value: Any) -> Config:
+    """``task.name`` (another name drops the old task's parameters; a file path is made
+    absolute, so the run resumes from any folder) or a task parameter (checked by the task)."""
+    if name == "name":
+        _check(isinstance(value, str), "task.name", value, "a string")
+        if is_file_task(value):
+            path, _, cls = value.rpartition(":")
+            value = f"{Path(path).expanduser().resolve()}:{cls}"
+        params = cfg.task.params if value == cfg.task.name else {}
+        return replace(cfg, task=TaskConfig(value, dict(params)))
+    if name == "params" or not name.isidentifier():
+        raise ConfigError(f"unknown config key 'task.{name}': task parameters are identifiers")
+    return replace(cfg, task=replace(cfg.task, params={**cfg.task.params, name: value}))
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -484,6 +539,9 @@ def dumps(cfg: Config) -> str:
     for section, values in to_dict(cfg).items():
         lines.append(f"[{section}]")
         for key, value in values.items():
+            if section == "network" and key in ("n_in", "n_out"):
+                lines.append(f"# {key} = {value}: the task's (the network's sizes follow the task)")
+                continue
             lines.append(f"{key} = {_toml_scalar(value)}")
         lines.append("")
     return "\n".join(lines)
@@ -515,10 +573,14 @@ def resolve(
     if config_file and preset_name:
         raise ConfigError("give either --config FILE or --preset NAME, not both")
     cfg = load(config_file) if config_file else preset(preset_name or "paper")
+    shortcuts = dict(shortcuts or {})
+    task_name = shortcuts.pop("task.name", None)
+    if task_name is not None:  # before the overrides, which may set the new task's parameters
+        cfg = set_value(cfg, "task.name", task_name)
     for text in overrides:
         key, value = parse_override(text)
         cfg = set_value(cfg, key, value)
-    for key, value in (shortcuts or {}).items():
+    for key, value in shortcuts.items():
         if value is not None:
             cfg = set_value(cfg, key, value)
     return validate(cfg)

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from mdgl_analysis.config import Config
 from mdgl_analysis.network.connectivity import Connectivity, connection_budget, initial_connectivity
 from mdgl_analysis.network.neuron import ALIFParams, Trajectory, rollout
-from mdgl_analysis.network.readout import Readout, learning_signal, readout
+from mdgl_analysis.network.readout import Loss, Readout, learning_signal, readout
+from mdgl_analysis.tasks.base import TaskBatch
 
 MATRICES = ("in", "rec", "out")
 
@@ -53,12 +54,15 @@ class Forward(NamedTuple):
     """Pass 1 of an iteration: inputs, trajectory, readout and learning signal.
 
     Attributes:
-        x: ``[time, batch, input]``; target: ``[batch]``; traj: the :class:`Trajectory`;
-        ro: the :class:`Readout`; signal: ``[time, batch, neuron]`` learning signal L = dE/dz.
+        x: ``[time, batch, input]``; target: ``[time, batch]`` classes or
+        ``[time, batch, output]`` values; mask: bool ``[time, batch]``;
+        traj: the :class:`Trajectory`; ro: the :class:`Readout`;
+        signal: ``[time, batch, neuron]`` learning signal L = dE/dz.
     """
 
     x: Tensor
     target: Tensor
+    mask: Tensor
     traj: Trajectory
     ro: Readout
     signal: Tensor
@@ -119,18 +123,24 @@ class SpikingNetwork(nn.Module):
             }
 
 
-def forward(snap: Snapshot, x: Tensor, target: Tensor, cfg: Config, lean: bool = False) -> Forward:
+def forward(snap: Snapshot, batch: TaskBatch, loss: Loss, lean: bool = False) -> Forward:
     """Pass 1 without autograd: rollout, readout, loss and learning signal.
 
-    ``lean`` keeps only what the rules need (see :func:`~mdgl_analysis.neuron.rollout`).
+    Args:
+        batch: the :class:`~mdgl_analysis.tasks.TaskBatch` (on the model's device and dtype).
+        loss: the loss kind and regulariser (:class:`~mdgl_analysis.network.readout.Loss`).
+        lean: keep only what the rules need (see :func:`~mdgl_analysis.network.neuron.rollout`).
     """
     p, w = snap.params, snap.weights
-    net, train = cfg.network, cfg.train
-    reg_target = train.reg_target_hz / 1000.0
+    x, target, mask = batch
     with torch.no_grad():
         traj = rollout(x, w.w_in, w.w_rec, p, lean=lean)
-        ro = readout(traj.z, w.w_out, w.b_out, target, p.kappa, net.dt, train.reg_rate, reg_target)
-        signal = learning_signal(
-            ro, w.w_out, x.shape[0], p.kappa, net.dt, train.reg_rate, reg_target
-        )
-    return Forward(x, target, traj, ro, signal)
+        ro = readout(traj.z, w.w_out, w.b_out, target, mask, p.kappa, loss)
+        signal = learning_signal(ro, w.w_out, loss)
+    return Forward(x, target, mask, traj, ro, signal)
+
+
+def loss_of(cfg: Config, kind: str) -> Loss:
+    """The :class:`Loss` of a config (regulariser, dt) for a task whose loss is ``kind``."""
+    train = cfg.train
+    return Loss(kind, train.reg_rate, train.reg_target_hz / 1000.0, cfg.network.dt)

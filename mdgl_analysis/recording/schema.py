@@ -11,8 +11,9 @@ Dimension vocabulary (the same names as the torch code and the analysis):
 ``input_time``  every step of the trial (for the inputs), coordinate in ms
 ``batch``       every trial of the batch (inputs, targets, initial state)
 ``neuron``      recurrent cells; coordinates ``cell_type`` (E/I), ``adaptive``, ``readout``
-``input``       input channels; coordinates ``input_sign``, ``input_population``
-``output``      readout classes
+``input``       input channels; coordinates ``input_sign``, ``input_population`` (the task's
+                channel names, or empty)
+``output``      readout outputs (classes for cross-entropy)
 ``rule``        learning rules (``bptt`` first)
 ``synapse_rec`` recurrent synapses (initially connected, or every pair in the dense layout);
                 coordinates ``post_rec``, ``pre_rec`` (neuron indices)
@@ -31,7 +32,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: per-step targets and mask of any task (``target`` or ``target_value``, ``mask``), the
+readout output ``y``, the metric of the task's loss (``accuracy`` or ``nmse``), inputs stored
+exactly when they are not counts; file attributes ``task``, ``loss``, ``metric``,
+``task_epochs``."""
 
 DIMS = (
     "time",
@@ -51,7 +56,8 @@ class Var(NamedTuple):
     """One variable: dims, storage kind, units, meaning, and the group that switches it on.
 
     ``kind``: ``"float"`` (the recording dtype, float32 or float16), ``"model"`` (the model's
-    dtype, exact), ``"count"`` (uint8), ``"int"``, ``"str"``.
+    dtype, exact), ``"count"`` (uint8), ``"input"`` (uint8 for counts, else the model's dtype),
+    ``"int"``, ``"str"``. ``loss``: written only for tasks with this loss (``""``: always).
     """
 
     dims: tuple[str, ...]
@@ -59,6 +65,7 @@ class Var(NamedTuple):
     units: str
     description: str
     group: str
+    loss: str = ""
 
 
 COORDS: dict[str, Var] = {
@@ -72,8 +79,8 @@ COORDS: dict[str, Var] = {
     "readout": Var(("neuron",), "int", "1", "1 if the cell has a readout weight now", "coords"),
     "input": Var(("input",), "int", "1", "input channel index", "coords"),
     "input_sign": Var(("input",), "int", "1", "+1 excitatory, -1 inhibitory", "coords"),
-    "input_population": Var(("input",), "str", "", "left, right, recall or noise", "coords"),
-    "output": Var(("output",), "int", "1", "readout class", "coords"),
+    "input_population": Var(("input",), "str", "", "the task's name of the channel", "coords"),
+    "output": Var(("output",), "int", "1", "readout output (class) index", "coords"),
     "rule": Var(("rule",), "str", "", "learning rule name", "coords"),
     "post_rec": Var(("synapse_rec",), "int", "1", "postsynaptic neuron", "coords"),
     "pre_rec": Var(("synapse_rec",), "int", "1", "presynaptic neuron", "coords"),
@@ -85,8 +92,16 @@ T3 = ("time", "trial", "neuron")
 
 VARIABLES: dict[str, Var] = {
     # inputs: always (they and the weights reproduce every gradient)
-    "x": Var(("input_time", "batch", "input"), "count", "spikes", "input spike counts", "inputs"),
-    "target": Var(("batch",), "int", "1", "target class", "inputs"),
+    "x": Var(
+        ("input_time", "batch", "input"), "input", "1", "inputs (counts or currents)", "inputs"
+    ),
+    "target": Var(
+        ("input_time", "batch"), "int", "1", "target class per step", "inputs", "cross_entropy"
+    ),
+    "target_value": Var(
+        ("input_time", "batch", "output"), "model", "1", "target per step", "inputs", "mse"
+    ),
+    "mask": Var(("input_time", "batch"), "count", "1", "1 where the loss counts", "inputs"),
     "initial_v": Var(("batch", "neuron"), "model", "1", "membrane potential at t=-1", "inputs"),
     "initial_a": Var(("batch", "neuron"), "model", "1", "adaptation at t=-1", "inputs"),
     "initial_z": Var(("batch", "neuron"), "model", "1", "spikes at t=-1", "inputs"),
@@ -96,6 +111,9 @@ VARIABLES: dict[str, Var] = {
     "threshold": Var(T3, "float", "1", "adaptive threshold A(t)", "state"),
     "a": Var(T3, "float", "1", "adaptation variable a(t)", "state"),
     "psi": Var(T3, "float", "1", "pseudo-derivative dz/dv (spec A.3)", "state"),
+    "y": Var(
+        ("time", "trial", "output"), "float", "1", "readout output y(t) (logits for CE)", "state"
+    ),
     # signals per step
     "readout_signal": Var(T3, "float", "1", "L = dE/dz through the readout (spec D.0)", "signals"),
     "learning_signal": Var(
@@ -128,8 +146,9 @@ VARIABLES: dict[str, Var] = {
     "dw_in": Var(("synapse_in",), "model", "1", "applied change of W_in", "weights"),
     "dw_out": Var(("output", "neuron"), "model", "1", "applied change of W_out", "weights"),
     "db_out": Var(("output",), "model", "1", "applied change of b_out", "weights"),
-    "loss": Var((), "model", "1", "cross-entropy of the batch", "weights"),
-    "accuracy": Var((), "model", "1", "accuracy of the batch", "weights"),
+    "loss": Var((), "model", "1", "loss of the batch (mean over masked steps)", "weights"),
+    "accuracy": Var((), "model", "1", "accuracy of the masked steps", "weights", "cross_entropy"),
+    "nmse": Var((), "model", "1", "normalised MSE of the masked steps", "weights", "mse"),
 }
 
 GROUPS = ("inputs", "gradients", "weights", "state", "signals", "credit", "traces", "eligibility")
@@ -144,10 +163,12 @@ COORDINATES_OF = {
 """CF ``coordinates`` attribute of a variable with this dim: its non-index coordinates."""
 
 
-def selected(groups: list[str]) -> dict[str, Var]:
-    """The variables of the always-on groups and of ``groups``."""
+def selected(groups: list[str], loss: str = "cross_entropy") -> dict[str, Var]:
+    """The variables of the always-on groups and of ``groups``, for a task with ``loss``."""
     on = {"inputs", "gradients", "weights", *groups}
-    return {name: var for name, var in VARIABLES.items() if var.group in on}
+    return {
+        name: var for name, var in VARIABLES.items() if var.group in on and var.loss in ("", loss)
+    }
 
 
 def coordinates_attr(dims: tuple[str, ...]) -> str:

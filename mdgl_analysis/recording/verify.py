@@ -22,9 +22,14 @@ import torch
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis import runtime
-from mdgl_analysis.network.model import Snapshot, Weights, forward
+from mdgl_analysis.network.model import Snapshot, Weights, forward, loss_of
 from mdgl_analysis.network.neuron import ALIFParams
 from mdgl_analysis.rules import get_rule
+from mdgl_analysis.tasks.base import TaskBatch
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,7 +40,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def recompute(path: str | Path) -> dict[str, float]:
     """Relative max error between recomputed and recorded gradients, per ``rule_matrix``."""
     with h5py.File(path, "r") as f:
-        cfg = config_mod.from_dict(json.loads(f.attrs["config"]))
+        # the task is not rebuilt (its file may not be here): the record holds the batch
+        cfg = config_mod.from_dict(json.loads(f.attrs["config"]), resolve_task=False)
+        loss_kind = _text(f.attrs.get("loss", "cross_entropy"))
+        target_name = "target" if loss_kind == "cross_entropy" else "target_value"
         dtype = torch.float64 if f["w_rec"].dtype == np.float64 else torch.float32
         t = {
             name: torch.as_tensor(f[name][()])
@@ -50,7 +58,8 @@ def recompute(path: str | Path) -> dict[str, float]:
                 "pre_in",
                 "adaptive",
                 "x",
-                "target",
+                target_name,
+                "mask",
                 "grad_rec",
                 "grad_in",
             )
@@ -67,7 +76,9 @@ def recompute(path: str | Path) -> dict[str, float]:
     snap = Snapshot(
         Weights(w_in, w_rec, t["w_out"].to(dtype), t["b_out"].to(dtype)), params, inhibitory
     )
-    fwd = forward(snap, t["x"].to(dtype), t["target"].long(), cfg, lean=True)
+    target = t[target_name].long() if loss_kind == "cross_entropy" else t[target_name].to(dtype)
+    batch = TaskBatch(t["x"].to(dtype), target, t["mask"].bool())
+    fwd = forward(snap, batch, loss_of(cfg, loss_kind), lean=True)
     errors = {}
     for i, rule in enumerate(rules):
         g = get_rule(rule)(snap, fwd)

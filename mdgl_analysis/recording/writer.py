@@ -19,7 +19,6 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,12 @@ except ImportError:  # not on Windows
 from torch import Tensor
 
 from mdgl_analysis import __version__
-from mdgl_analysis.config import Config, parse_trials, record_iterations, record_rules
+from mdgl_analysis.config import Config, parse_trials, record_iterations, task_of, to_dict
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot, SpikingNetwork, Weights
+from mdgl_analysis.network.readout import METRICS
 from mdgl_analysis.recording import schema
 from mdgl_analysis.recording.traces import Synapses, eligibility_chunks
+from mdgl_analysis.rules import record_rules
 from mdgl_analysis.rules.bptt import bptt_credit
 from mdgl_analysis.rules.local import signal_of
 
@@ -166,6 +167,18 @@ class _BackgroundWriter:
             raise self.error
 
 
+def epochs_of(task) -> list[list]:
+    """The task's named step windows ``[name, start, stop]`` for figures (empty if it has none)."""
+    epochs = task.epochs() if callable(getattr(task, "epochs", None)) else []
+    return [[str(name), int(start), int(stop)] for name, start, stop in epochs]
+
+
+def input_names_of(task, n_in: int) -> list[str]:
+    """The task's names of its input channels, or empty strings."""
+    names = task.input_names() if callable(getattr(task, "input_names", None)) else None
+    return [str(n) for n in names] if names and len(names) == n_in else [""] * n_in
+
+
 class Recorder:
     """The recording schedule of a run and the writer of its record files."""
 
@@ -176,7 +189,8 @@ class Recorder:
         self.trials = parse_trials(rec.trials, cfg.train.batch)
         self.all_trials = len(self.trials) == cfg.train.batch
         self.groups = [g.strip() for g in rec.quantities.split(",") if g.strip()]
-        self.variables = schema.selected(self.groups)
+        self.task = task_of(cfg)
+        self.variables = schema.selected(self.groups, self.task.loss)
         self.rules = record_rules(cfg)
         n, n_in = cfg.network.n_rec, cfg.network.n_in
         if rec.layout == "dense":
@@ -212,12 +226,18 @@ class Recorder:
             "batch": batch,
             "neuron": n,
             "input": fwd.x.shape[-1],
-            "output": 16,
+            "output": cfg.network.n_out,
             "rule": len(self.rules),
             "synapse_rec": self.synapses.n_rec,
             "synapse_in": self.synapses.in_post.numel(),
         }
-        itemsize = {"float": np.dtype(self.float_dtype).itemsize, "model": 8, "count": 1, "int": 8}
+        itemsize = {
+            "float": np.dtype(self.float_dtype).itemsize,
+            "model": 8,
+            "input": 8,
+            "count": 1,
+            "int": 8,
+        }
         total = 1 << 20  # coordinates, attributes and HDF5 metadata
         for var in self.variables.values():
             total += int(np.prod([sizes[d] for d in var.dims])) * itemsize[var.kind]
@@ -298,16 +318,18 @@ class Recorder:
                 "iteration": iteration,
                 "run_id": self.run_id,
                 "training_rule": cfg.train.rule,
+                "task": cfg.task.name,
+                "loss": self.task.loss,
+                "metric": METRICS[self.task.loss],
+                "task_epochs": json.dumps(epochs_of(self.task)),
                 "layout": cfg.record.layout,
                 "dt_ms": net_cfg.dt,
                 "mdgl_analysis_version": __version__,
-                "config": json.dumps(asdict(cfg)),
+                "config": json.dumps(to_dict(cfg)),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "Conventions": "CF-1.8",
             }
         )
-        pop = n_in // 4
-        names = ["left", "right", "recall", "noise"]
         w = snap.weights
         cpu = {
             "time": (np.arange(self.t0, self.t1) * net_cfg.dt).astype(model_np),
@@ -322,7 +344,7 @@ class Recorder:
             "readout": (w.w_out != 0).any(0).cpu().numpy().astype(np.int8),
             "input": np.arange(n_in, dtype=np.int32),
             "input_sign": self.input_sign,
-            "input_population": np.array([names[min(i // pop, 3)] for i in range(n_in)], object),
+            "input_population": np.array(input_names_of(self.task, n_in), dtype=object),
             "output": np.arange(k, dtype=np.int32),
             "rule": np.array(self.rules, dtype=object),
             "post_rec": syn.rec_post.cpu().numpy().astype(np.int32),
@@ -337,15 +359,16 @@ class Recorder:
 
         codec = codec_options(cfg.record.codec)
         for name, var in self.variables.items():
-            self._create(f, name, var, codec, model_np)
+            self._create(f, name, var, codec, model_np, fwd.x)
 
         def small(name: str, value: Tensor | np.ndarray) -> None:
             f.variables[name][...] = value.cpu().numpy() if isinstance(value, Tensor) else value
 
         rec_idx = (syn.rec_post, syn.rec_pre)
         in_idx = (syn.in_post, syn.in_pre)
-        small("x", fwd.x.to(torch.uint8))
-        small("target", fwd.target)
+        small("x", fwd.x.to(torch.uint8) if self.x_kind(fwd.x) == "count" else fwd.x)
+        small("target" if self.task.loss == "cross_entropy" else "target_value", fwd.target)
+        small("mask", fwd.mask.to(torch.uint8))
         for state_name in ("initial_v", "initial_a", "initial_z"):
             small(state_name, torch.zeros(batch, n, dtype=fwd.x.dtype))
         small("grad_rec", torch.stack([grads[r].w_rec[rec_idx] for r in self.rules]))
@@ -362,7 +385,7 @@ class Recorder:
         small("b_out", w.b_out)
         small("db_out", after.b_out - w.b_out)
         small("loss", np.asarray(fwd.ro.loss.item(), dtype=model_np))
-        small("accuracy", np.asarray(fwd.ro.accuracy.item(), dtype=model_np))
+        small(METRICS[self.task.loss], np.asarray(fwd.ro.metric.item(), dtype=model_np))
 
         def stream(name: str, full: Tensor) -> None:
             self._stream(f, writer, name, full, trials)
@@ -370,6 +393,7 @@ class Recorder:
         if "state" in self.groups:
             for name in ("z", "v", "threshold", "a", "psi"):
                 stream(name, getattr(traj, name))
+            stream("y", fwd.ro.y)
         if "credit" in self.groups or "signals" in self.groups:
             lam, total = bptt_credit(snap, fwd)
             if "credit" in self.groups:
@@ -432,13 +456,20 @@ class Recorder:
             return value.to(dtype).contiguous()
         return value.contiguous()
 
-    def _create(self, f, name: str, var: schema.Var, codec: dict, model_np) -> None:
+    @staticmethod
+    def x_kind(x: Tensor) -> str:
+        """Inputs are stored as uint8 counts when they are counts (0..255), else exactly."""
+        counts = bool(((x >= 0) & (x <= 255) & (x == x.round())).all())
+        return "count" if counts else "model"
+
+    def _create(self, f, name: str, var: schema.Var, codec: dict, model_np, x=None) -> None:
+        kind = self.x_kind(x) if var.kind == "input" else var.kind
         dtype = {
             "float": self.float_dtype,
             "model": model_np,
             "count": np.uint8,
             "int": np.int64,
-        }[var.kind]
+        }[kind]
         shape = tuple(f.dimensions[d].size for d in var.dims)
         kwargs: dict[str, Any] = {}
         if "time" in var.dims:

@@ -7,15 +7,16 @@ from torch import Tensor
 
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot
 from mdgl_analysis.network.neuron import rollout
-from mdgl_analysis.network.readout import readout, readout_gradients
+from mdgl_analysis.network.readout import Loss, readout, readout_gradients
 from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
+from mdgl_analysis.tasks.base import TaskBatch
 
 
 def bptt(snap: Snapshot, fwd: Forward) -> Gradients:
     """Exact gradient of the loss through the whole unrolled network, by the adjoint recursion."""
     lam, _ = adjoint(fwd.signal, fwd.traj.psi, snap.params, snap.weights.w_rec)
     g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
-    g_out, g_b = readout_gradients(fwd.ro)
+    g_out, g_b = readout_gradients(fwd.ro, fwd.traj.z)
     return Gradients(g_in, g_rec, g_out, g_b)
 
 
@@ -26,17 +27,11 @@ def bptt_credit(snap: Snapshot, fwd: Forward) -> tuple[Tensor, Tensor]:
     return lam, total
 
 
-def bptt_autograd(
-    snap: Snapshot,
-    x: Tensor,
-    target: Tensor,
-    reg_rate: float = 0.0,
-    reg_target: float = 0.01,
-    dt: float = 1.0,
-) -> Gradients:
-    """Reference BPTT: autograd through :func:`~mdgl_analysis.neuron.rollout` with the surrogate
-    spike function. Slow and memory-hungry; used as the oracle in tests and the baseline in the
-    benchmark."""
+def bptt_autograd(snap: Snapshot, batch: TaskBatch, loss: Loss) -> Gradients:
+    """Reference BPTT: autograd through :func:`~mdgl_analysis.network.neuron.rollout` with the
+    surrogate spike function. Slow and memory-hungry; used as the oracle in tests and the baseline
+    in the benchmark."""
+    x, target, mask = batch
     p = snap.params
     leaves = [t.detach().clone().requires_grad_(True) for t in snap.weights]
     w_in, w_rec, w_out, b_out = leaves
@@ -47,6 +42,6 @@ def bptt_autograd(
             w_rec * (1 - torch.eye(w_rec.shape[0], dtype=w_rec.dtype, device=w_rec.device)),
             p,
         )
-        ro = readout(traj.z, w_out, b_out, target, p.kappa, dt, reg_rate, reg_target)
+        ro = readout(traj.z, w_out, b_out, target, mask, p.kappa, loss)
         grads = torch.autograd.grad(ro.loss + ro.reg, leaves)
     return Gradients(*grads)

@@ -13,9 +13,14 @@ spec C and a per-neuron signal ``s [time, batch, neuron]``:
     of (p, j), on existing connections only;
   - ``mdgl_nonlocal`` (mode 5): the plain mean of each block (zeros included), on all pairs;
   - ``mdgl_online`` (mode 7): mode-3 weights, but the second term built from causally filtered
-    factors, which for a last-step loss reduces to
-    ``(1-alpha) sum_b ebar_pq(T-2) sum_j What[j,p] psibar_j(T-1) Lbar_j(T-1)``; written as a
-    signal, ``s_p(t) = L_p(t) + (1-kappa) kappa^(T-2-t) c_p`` for ``t <= T-2``.
+    factors, ``(1-alpha) sum_{b, t<=T-2} ebar_pq(t) c_p(t+1)`` with
+    ``c_p(t) = sum_j What[j,p] psibar_j(t) Lbar_j(t)``, ``ebar`` and ``psibar`` the readout-filtered
+    trace and psi and ``Lbar(t) = dE/dy(t) @ w_out`` the derivative with respect to the filtered
+    spikes at t. Since ``ebar`` is a causal filter of ``e``, the term equals
+    ``sum_t e(t) (1-alpha)(1-kappa) sum_{t'=t}^{T-2} kappa^(t'-t) c(t'+1)``: a signal
+    ``s = L + (1-alpha)(1-kappa) anticausal_filter(c(.+1))`` (docs/rules.md derives it; for a
+    last-step loss only ``c(T-1)`` is nonzero and ``s_p(t) = L_p(t) + (1-alpha)(1-kappa)
+    kappa^(T-2-t) c_p(T-1)``, the original's single time index).
 
 Gradients are computed by :func:`~.adjoint.adjoint` without the recurrent term (no synapse-sized
 tensor); :mod:`mdgl_analysis.traces` computes the same sums from explicit forward traces.
@@ -29,7 +34,7 @@ import torch
 from torch import Tensor
 
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot
-from mdgl_analysis.network.readout import readout_gradients, readout_kernel
+from mdgl_analysis.network.readout import anticausal_filter, causal_filter, readout_gradients
 from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 
 BLOCKS = {"EE": (False, False), "EI": (False, True), "IE": (True, False), "II": (True, True)}
@@ -89,7 +94,7 @@ def mdgl_signal(fwd: Forward, w_hat: Tensor, alpha: float) -> Tensor:
 def _gradients(snap: Snapshot, fwd: Forward, signal: Tensor) -> Gradients:
     lam, _ = adjoint(signal, fwd.traj.psi, snap.params)
     g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
-    g_out, g_b = readout_gradients(fwd.ro)
+    g_out, g_b = readout_gradients(fwd.ro, fwd.traj.z)
     return Gradients(g_in, g_rec, g_out, g_b)
 
 
@@ -100,14 +105,24 @@ def signal_of(rule: str, snap: Snapshot, fwd: Forward) -> Tensor:
         return fwd.signal
     if rule == "mdgl_online":
         w_hat = modulatory_weights(w.w_rec, snap.inhibitory, "type")
-        n_steps = fwd.signal.shape[0]
-        kernel = readout_kernel(n_steps, p.kappa, fwd.signal)
-        psi_bar = torch.einsum("t,tbj->bj", kernel, fwd.traj.psi)  # psibar(T-1)
-        l_bar = fwd.ro.dlogits @ w.w_out  # dE/dpsp(T-1)
-        c = (1.0 - p.alpha) * ((psi_bar * l_bar) @ w_hat)  # [batch, neuron]
+        steps = fwd.ro.dy.ne(0).any(-1).any(-1).nonzero().flatten()  # where Lbar can be nonzero
         signal = fwd.signal.clone()
-        # ebar(T-2) = sum_{t<=T-2} (1-kappa) kappa^(T-2-t) e(t): kernel shifted by one step
-        signal[:-1] += kernel[1:, None, None] * c
+        steps = steps[steps >= 1]
+        if steps.numel() == 0:
+            return signal
+        first = int(steps[0])
+        # psibar(t) = (1-kappa) sum_{u<=t} kappa^(t-u) psi(u), needed only up to the last step
+        psi_bar = (1.0 - p.kappa) * causal_filter(fwd.traj.psi[: int(steps[-1]) + 1], p.kappa)
+        l_bar = fwd.ro.dy[first : int(steps[-1]) + 1] @ w.w_out  # dE/dpsp(t) at each step
+        c = (1.0 - p.alpha) * ((psi_bar[first:] * l_bar) @ w_hat)  # c(t), t = first..last
+        # s(t) += (1-kappa) sum_{t'>=t} kappa^(t'-t) c(t'+1) for t <= T-2
+        back = (1.0 - p.kappa) * anticausal_filter(c, p.kappa)  # at t = first-1 .. last-1
+        signal[first - 1 : first - 1 + back.shape[0]] += back
+        if first - 1 > 0:  # earlier steps: the filter keeps decaying by kappa per step
+            decay = p.kappa ** torch.arange(
+                first - 1, 0, -1, device=signal.device, dtype=signal.dtype
+            )
+            signal[: first - 1] += decay[:, None, None] * back[0]
         return signal
     kind = {"mdgl": "type", "mdgl_exact": "exact", "mdgl_nonlocal": "nonlocal"}[rule]
     return mdgl_signal(fwd, modulatory_weights(w.w_rec, snap.inhibitory, kind), p.alpha)

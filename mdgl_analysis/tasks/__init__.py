@@ -1,0 +1,128 @@
+"""Tasks by name: the built-ins, NeuroGym environments, and a user's own file.
+
+``make_task(name, params)`` builds a task from a config's ``[task]`` section:
+
+* a built-in name of :data:`TASKS` (``evidence``, ``pattern``);
+* ``neurogym:ENV``, any NeuroGym environment (optional extra ``mdgl-analysis[neurogym]``);
+* ``path/to/file.py:ClassName``, a :class:`Task` subclass in the user's own file.
+
+See :mod:`.base` for the protocol every task follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from mdgl_analysis.tasks.base import (
+    LOSSES,
+    Task,
+    TaskBatch,
+    TaskError,
+    check_batch,
+    check_task,
+    draw,
+)
+from mdgl_analysis.tasks.evidence import EvidenceTask
+from mdgl_analysis.tasks.pattern import PatternTask
+
+__all__ = [
+    "LOSSES",
+    "TASKS",
+    "Task",
+    "TaskBatch",
+    "TaskError",
+    "check_batch",
+    "check_task",
+    "draw",
+    "make_task",
+    "task_class",
+]
+
+TASKS: dict[str, type[Task]] = {"evidence": EvidenceTask, "pattern": PatternTask}
+NEUROGYM_PREFIX = "neurogym:"
+
+
+def _choices() -> str:
+    return f"{', '.join(TASKS)}, neurogym:ENV or FILE.py:CLASS"
+
+
+def is_file_task(name: str) -> bool:
+    """``FILE.py:CLASS`` names a task in a user's file."""
+    path, sep, cls = name.rpartition(":")
+    return bool(sep) and path.endswith(".py") and bool(cls)
+
+
+def task_class(name: str) -> type:
+    """The class a task name refers to (a user's file is imported here); TaskError otherwise."""
+    if name in TASKS:
+        return TASKS[name]
+    if name.startswith(NEUROGYM_PREFIX):
+        from mdgl_analysis.tasks.neurogym import NeuroGymTask
+
+        return NeuroGymTask
+    if is_file_task(name):
+        return _load_file_class(name)
+    raise TaskError(f"task.name = {name!r} is not allowed: {_choices()}")
+
+
+def _load_file_class(name: str) -> type:
+    path_text, _, cls_name = name.rpartition(":")
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise TaskError(f"task.name = {name!r}: no such file {path_text!r}")
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    module_name = f"mdgl_user_task_{path.stem}_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise TaskError(f"task.name = {name!r}: {path_text!r} is not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - the user's code: say what broke, in one line
+            del sys.modules[module_name]
+            raise TaskError(
+                f"task.name = {name!r}: importing {path_text!r} failed: {type(err).__name__}: {err}"
+            ) from None
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        found = sorted(
+            n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Task)
+        )
+        raise TaskError(
+            f"task.name = {name!r}: {path_text!r} has no class {cls_name!r}"
+            + (f"; tasks there: {', '.join(found)}" if found else "")
+        )
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TaskError(
+            f"task.name = {name!r}: {cls_name} is not a subclass of mdgl_analysis.tasks.Task"
+        )
+    return cls
+
+
+def make_task(name: str, params: dict[str, Any] | None = None) -> Task:
+    """Build and check the task ``name`` with ``params``; TaskError (one line) when anything is
+    wrong: unknown name, missing file or class, bad parameters, a broken protocol."""
+    cls = task_class(name)
+    params = dict(params or {})
+    try:
+        if name.startswith(NEUROGYM_PREFIX):
+            env = name[len(NEUROGYM_PREFIX) :]
+            params.pop("env", None)
+            task = cls(env=env, **params)
+        else:
+            task = cls(**params)
+    except TaskError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's constructor
+        raise TaskError(
+            f"task {name!r} could not be created: {type(err).__name__}: {err}"
+        ) from None
+    check_task(task)
+    return task

@@ -60,7 +60,7 @@ class Task:
     n_in: int
     n_out: int
     n_steps: int
-    loss: str = "cross_entropy"
+    loss: str
 
     def __init__(self, **params: Any):
         known = self.parameters()
@@ -84,9 +84,12 @@ class Task:
         out: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
             for key, value in vars(klass).items():
-                if key.startswith("_") or not isinstance(value, PARAMETER_TYPES):
+                if key.startswith("_"):
                     continue
-                out[key] = value
+                if isinstance(value, PARAMETER_TYPES):
+                    out[key] = value
+                else:  # a property or method of a subclass hides a parameter of its base
+                    out.pop(key, None)
         return out
 
     def values(self) -> dict[str, Any]:
@@ -151,6 +154,21 @@ def check_task(task: Any) -> None:
         )
     if not callable(getattr(task, "sample", None)):
         raise TaskError(f"task {label} has no sample(batch, generator) method")
+
+
+def draw(task: Any, size: int, gen: torch.Generator) -> TaskBatch:
+    """``task.sample(size, gen)``, checked by :func:`check_batch`; an exception inside the task's
+    own code becomes a one-line TaskError."""
+    try:
+        batch = task.sample(size, gen)
+    except TaskError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the task's code: say what broke, in one line
+        label = getattr(task, "name", lambda: type(task).__name__)()
+        raise TaskError(
+            f"task {label}: sample({size}, gen) raised {type(err).__name__}: {err}"
+        ) from None
+    return check_batch(task, batch, size)
 
 
 def check_batch(task: Any, batch: Any, size: int) -> TaskBatch:

@@ -44,12 +44,18 @@ class EvidenceTask(Task):
     cue_rate_hz = 40.0
     noise_rate_hz = 10.0
     dt = 1.0  # ms per step (must equal network.dt)
-    n_out = 2
-    loss = "cross_entropy"
 
     @classmethod
     def name(cls) -> str:
         return "evidence"
+
+    @property
+    def n_out(self) -> int:
+        return 2
+
+    @property
+    def loss(self) -> str:
+        return "cross_entropy"
 
     @property
     def n_steps(self) -> int:
@@ -78,8 +84,6 @@ class EvidenceTask(Task):
                     f"task.{key} = {getattr(self, key)!r} is not allowed: at most "
                     f"{1000 / self.dt:g} Hz at dt = {self.dt:g} ms"
                 )
-        if self.n_out != 2 or self.loss != "cross_entropy":
-            raise TaskError("task evidence has n_out = 2 and loss = cross_entropy, always")
 
     def max_batch(self) -> int:
         """Trials per batch are distinct cue patterns: at most ``2 ** n_cues``."""
@@ -95,7 +99,8 @@ class EvidenceTask(Task):
     def epochs(self) -> list[tuple[str, int, int]]:
         """Named step windows ``(name, start, stop)`` for figures: each cue and the recall."""
         tl = self.timeline()
-        return [*((f"cue {c + 1}", a, b) for c, (a, b) in enumerate(tl.cues)), ("recall", *tl.recall)]
+        cues = [(f"cue {c + 1}", a, b) for c, (a, b) in enumerate(tl.cues)]
+        return [*cues, ("recall", *tl.recall)]
 
     def input_names(self) -> list[str]:
         pop = self.n_in // 4

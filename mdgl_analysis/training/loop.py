@@ -22,12 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mdgl_analysis import runtime
-from mdgl_analysis.config import Config, compare_rules
-from mdgl_analysis.network.model import SpikingNetwork, forward
+from mdgl_analysis.config import Config, compare_rules, task_of
+from mdgl_analysis.network.model import SpikingNetwork, forward, loss_of
+from mdgl_analysis.network.readout import METRICS
 from mdgl_analysis.recording.schema import RECORDS, iteration_of
 from mdgl_analysis.recording.writer import Recorder
-from mdgl_analysis.rules import get_rule
-from mdgl_analysis.tasks.evidence import sample
+from mdgl_analysis.rules import check_rules, get_rule
+from mdgl_analysis.tasks import TaskBatch, draw
 from mdgl_analysis.training.compare import same_batch
 from mdgl_analysis.training.optim import TFAdam, apply_update
 from mdgl_analysis.training.runs import RunFolder, now, pid_alive
@@ -53,7 +54,11 @@ class Trainer:
     """Owns the network, optimiser and random streams of one run."""
 
     def __init__(self, cfg: Config, device: torch.device):
+        check_rules(cfg)
         self.cfg, self.device = cfg, device
+        self.task = task_of(cfg)
+        self.loss = loss_of(cfg, self.task.loss)
+        self.metric = METRICS[self.task.loss]
         self.dtype = dtype_of(cfg)
         self.net = SpikingNetwork(
             cfg, torch.Generator().manual_seed(stream_seed(cfg.run.seed, "init")), self.dtype
@@ -92,21 +97,30 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     # -- one iteration -----------------------------------------------------------------------
-    def batch(self, stream: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        nc = self.cfg.network
-        b = sample(self.cfg.task, nc.n_in, size, self.gens[stream], nc.dt)
-        return b.x.to(self.device, self.dtype), b.target.to(self.device)
+    def batch(self, stream: str, size: int) -> TaskBatch:
+        """A batch of the task from the named random stream, checked, on the model's device."""
+        b = draw(self.task, size, self.gens[stream])
+        target = b.target.to(self.device)
+        if target.is_floating_point():
+            target = target.to(self.dtype)
+        return TaskBatch(b.x.to(self.device, self.dtype), target, b.mask.to(self.device))
+
+    def probe(self) -> None:
+        """Draw and check one batch from a scratch generator (the run's streams stay untouched),
+        so that a broken task fails before a run folder exists."""
+        gen = torch.Generator().manual_seed(stream_seed(self.cfg.run.seed, "probe"))
+        draw(self.task, self.cfg.train.batch, gen)
 
     def validate(self) -> list[tuple[int, str, str, float]]:
-        x, target = self.batch("val", self.cfg.train.val_batch)
-        fwd = forward(self.net.snapshot(), x, target, self.cfg, lean=True)
+        batch = self.batch("val", self.cfg.train.val_batch)
+        fwd = forward(self.net.snapshot(), batch, self.loss, lean=True)
         return self._rows("val", fwd)
 
     def _rows(self, split: str, fwd) -> list[tuple[int, str, str, float]]:
         ro, k = fwd.ro, self.iteration
         rows = [
             (k, split, "loss", ro.loss.item()),
-            (k, split, "accuracy", ro.accuracy.item()),
+            (k, split, self.metric, ro.metric.item()),
             (k, split, "rate_hz", ro.rate.mean().item() * 1000.0 / self.cfg.network.dt),
         ]
         if self.cfg.train.reg_rate:
@@ -124,10 +138,10 @@ class Trainer:
         if k > 1 and k % t.lr_decay_every == 0:
             for group in self.opt.param_groups:
                 group["lr"] *= t.lr_decay
-        x, target = self.batch("task", t.batch)
+        batch = self.batch("task", t.batch)
         snap = self.net.snapshot()
         recording = recorder is not None and recorder.scheduled(k)
-        fwd = forward(snap, x, target, self.cfg, lean=not recording)
+        fwd = forward(snap, batch, self.loss, lean=not recording)
         grads = self.rule(snap, fwd)
         rows = self._rows("train", fwd)
         known = {t.rule: grads}
@@ -201,7 +215,7 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
                 metric = {(s, n): v for _, s, n, v in rows}
                 bar.set_postfix(
                     loss=f"{metric['train', 'loss']:.3f}",
-                    acc=f"{metric['train', 'accuracy']:.2f}",
+                    **{trainer.metric: f"{metric['train', trainer.metric]:.3f}"},
                     refresh=False,
                 )
                 bar.update(1)
@@ -232,6 +246,7 @@ def start(
     runtime.configure(cfg.run.threads)
     device = runtime.resolve_device(cfg.run.device)
     trainer = Trainer(cfg, device)
+    trainer.probe()
     run = RunFolder.create(out, cfg, command, str(device))
     return run, run_training(run, trainer, progress)
 
