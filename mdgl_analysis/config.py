@@ -521,8 +521,10 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def load(path: str | Path, base: Config | None = None) -> Config:
-    """Read a TOML config file (sections as in :class:`Config`; missing fields keep ``base``)."""
+def load(path: str | Path, base: Config | None = None, resolve_task: bool = True) -> Config:
+    """Read a TOML config file (sections as in :class:`Config`; missing fields keep ``base``).
+
+    ``resolve_task=False`` leaves the task unresolved (more changes are coming)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -530,7 +532,7 @@ def load(path: str | Path, base: Config | None = None) -> Config:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-    return from_dict(data, base, source=str(path))
+    return from_dict(data, base, source=str(path), resolve_task=resolve_task)
 
 
 def dumps(cfg: Config) -> str:
@@ -572,7 +574,7 @@ def resolve(
     """Preset or file, then ``--set`` overrides, then CLI shortcuts (``train.rule=...``)."""
     if config_file and preset_name:
         raise ConfigError("give either --config FILE or --preset NAME, not both")
-    cfg = load(config_file) if config_file else preset(preset_name or "paper")
+    cfg = load(config_file, resolve_task=False) if config_file else preset(preset_name or "paper")
     shortcuts = dict(shortcuts or {})
     task_name = shortcuts.pop("task.name", None)
     if task_name is not None:  # before the overrides, which may set the new task's parameters

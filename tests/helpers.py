@@ -4,40 +4,69 @@ from __future__ import annotations
 
 import torch
 
-from mdgl_analysis.config import Config, NetworkConfig, TaskConfig, TrainConfig
-from mdgl_analysis.network.model import SpikingNetwork, forward
-from mdgl_analysis.tasks.evidence import sample
+from mdgl_analysis.config import Config, NetworkConfig, TaskConfig, TrainConfig, task_of, validate
+from mdgl_analysis.network.model import SpikingNetwork, forward, loss_of
+from mdgl_analysis.tasks import Task, TaskBatch
+
+SMALL_TASK = {
+    "n_in": 8,
+    "n_cues": 3,
+    "cue_ms": 10,
+    "gap_ms": 5,
+    "delay_ms": 20,
+    "recall_ms": 15,
+    "cue_rate_hz": 300,
+    "noise_rate_hz": 100,
+}
 
 
 def small_config(**train) -> Config:
-    """12 neurons (6 LIF, 6 ALIF, 2 inhibitory), 8 inputs, dense-ish 50% connectivity, T = 80."""
-    return Config(
-        network=NetworkConfig(
-            n_in=8, n_regular=6, n_adaptive=6, p_in=0.5, p_rec=0.5, p_out=0.5, n_ref=3, v_th=0.01
-        ),
-        task=TaskConfig(
-            n_cues=3,
-            cue_ms=10,
-            gap_ms=5,
-            delay_ms=20,
-            recall_ms=15,
-            cue_rate_hz=300,
-            noise_rate_hz=100,
-        ),
-        train=TrainConfig(batch=3, val_batch=3, **train),
+    """12 neurons (6 LIF, 6 ALIF, 2 inhibitory), 8 inputs, dense-ish 50% connectivity, T = 75."""
+    return validate(
+        Config(
+            network=NetworkConfig(
+                n_regular=6, n_adaptive=6, p_in=0.5, p_rec=0.5, p_out=0.5, n_ref=3, v_th=0.01
+            ),
+            task=TaskConfig("evidence", dict(SMALL_TASK)),
+            train=TrainConfig(batch=3, val_batch=3, **train),
+        )
     )
 
 
-def make_small(seed: int = 0, scale_in: float = 3.0, **train):
-    """A float64 network whose input weights are scaled up so that every cell type spikes."""
+class StepTask(Task):
+    """A test task with a loss at many steps: random Poisson inputs, random targets per step
+    (classes for cross-entropy, values for MSE), a random mask of about ``density`` of the
+    steps (``density = 1``: every step)."""
+
+    n_in, n_out, n_steps = 8, 2, 75
+    loss = "cross_entropy"
+    density = 0.4
+    rate = 0.02
+
+    def sample(self, batch: int, gen: torch.Generator) -> TaskBatch:
+        shape = (self.n_steps, batch)
+        x = torch.poisson(torch.full((*shape, self.n_in), self.rate, dtype=torch.float64), gen)
+        if self.loss == "cross_entropy":
+            target = torch.randint(0, self.n_out, shape, generator=gen)
+        else:
+            target = torch.randn(*shape, self.n_out, generator=gen, dtype=torch.float64) * 0.1
+        mask = torch.rand(shape, generator=gen) < self.density
+        mask[-1] = True
+        return TaskBatch(x, target, mask)
+
+
+def make_small(seed: int = 0, scale_in: float = 3.0, task: Task | None = None, **train):
+    """A float64 network whose input weights are scaled up so that every cell type spikes, one
+    batch of ``task`` (default: the small evidence task) and its forward pass."""
     cfg = small_config(**train)
     gen = torch.Generator().manual_seed(seed)
     net = SpikingNetwork(cfg, gen, torch.float64)
     with torch.no_grad():
         net.theta_in.mul_(scale_in)
-    batch = sample(cfg.task, cfg.network.n_in, cfg.train.batch, gen)
+    task = task or task_of(cfg)
+    batch = task.sample(cfg.train.batch, gen)
     snap = net.snapshot()
-    fwd = forward(snap, batch.x, batch.target, cfg)
+    fwd = forward(snap, batch, loss_of(cfg, task.loss))
     return cfg, net, snap, fwd
 
 
@@ -72,7 +101,7 @@ def spy_reads(monkeypatch) -> list[str]:
     through the direct chunk reader of :mod:`mdgl_analysis.recording.readers`."""
     import h5netcdf
 
-    from mdgl_analysis import io
+    from mdgl_analysis.recording import readers as io
 
     reads: list[str] = []
     original = h5netcdf.core.BaseVariable.__getitem__

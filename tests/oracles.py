@@ -24,8 +24,22 @@ class _Spike(torch.autograd.Function):
         return g * d, None, None
 
 
-def loss_of(snap, x, target, *, stop_recurrent=False, truncated_readout=False, local_copy=False):
+def loss_of(
+    snap,
+    x,
+    target,
+    mask,
+    kind="cross_entropy",
+    *,
+    stop_recurrent=False,
+    truncated_readout=False,
+    local_copy=False,
+):
     """Autograd loss E(w_in, w_rec) with the stop-gradients of spec I.
+
+    The readout is y(t) = psp(t) w_out^T + b at every step; the loss is the mean over the masked
+    steps and trials of the cross-entropy, or the mean over masked steps, trials and outputs of
+    the squared error (kind "mse").
 
     stop_recurrent: I.1, stop z(t-1) in the recurrent input only (reset and adaptation kept).
     truncated_readout: I.2, the readout sees zhat carrying the single step z_p(t-1) -> z_j(t).
@@ -47,6 +61,7 @@ def loss_of(snap, x, target, *, stop_recurrent=False, truncated_readout=False, l
     history = []
     psp = torch.zeros_like(v)
     spikes = []
+    outputs = []
     for t in range(n_steps):
         own = z_prev_local if local_copy else z_prev
         a = p.rho * a + (1 - p.rho) * own
@@ -73,6 +88,11 @@ def loss_of(snap, x, target, *, stop_recurrent=False, truncated_readout=False, l
         else:
             z_prev = z
         psp = p.kappa * psp + (1 - p.kappa) * z_out
+        outputs.append(psp @ w.w_out.T + w.b_out)
         history.append(z.detach())
-    logits = psp @ w.w_out.T + w.b_out
-    return F.cross_entropy(logits, target), w_in, w_rec, spikes
+    y = torch.stack(outputs)[mask]
+    if kind == "cross_entropy":
+        loss = F.cross_entropy(y, target[mask])
+    else:
+        loss = ((y - target[mask]) ** 2).mean()
+    return loss, w_in, w_rec, spikes

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from mdgl_analysis.network.model import Forward
+from mdgl_analysis.network.model import Forward, loss_of
 from mdgl_analysis.network.neuron import rollout
-from mdgl_analysis.network.readout import learning_signal, readout
+from mdgl_analysis.network.readout import Loss, learning_signal, readout
 from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
 from mdgl_analysis.rules.bptt import bptt, bptt_autograd
+from mdgl_analysis.tasks import TaskBatch
 
-from helpers import make_small
+from helpers import StepTask, make_small
+
+TASKS = {
+    "evidence": None,  # cross-entropy at the last step
+    "ce_steps": StepTask(density=0.4),  # cross-entropy at ~40% of the steps
+    "mse_every_step": StepTask(loss="mse", density=1.0),  # squared error at every step
+    "mse_few_steps": StepTask(loss="mse", density=0.05),
+}
+
+
+def kind_of(fwd) -> str:
+    return "cross_entropy" if fwd.target.dtype == torch.int64 else "mse"
+
+
+def autograd(snap, fwd, cfg):
+    return bptt_autograd(snap, TaskBatch(fwd.x, fwd.target, fwd.mask), loss_of(cfg, kind_of(fwd)))
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -25,11 +42,12 @@ def assert_not_vacuous(fwd: Forward, grads) -> None:
         assert g.abs().max() > 0
 
 
-def test_adjoint_bptt_equals_autograd_to_machine_precision():
+@pytest.mark.parametrize("task", TASKS)
+def test_adjoint_bptt_equals_autograd_to_machine_precision(task):
     for seed in range(3):
-        cfg, net, snap, fwd = make_small(seed)
+        cfg, net, snap, fwd = make_small(seed, task=TASKS[task])
         got = bptt(snap, fwd)
-        ref = bptt_autograd(snap, fwd.x, fwd.target)
+        ref = autograd(snap, fwd, cfg)
         assert_not_vacuous(fwd, ref)
         for a, b in zip(got, ref, strict=True):
             assert rel_err(a, b) < 1e-12
@@ -38,15 +56,16 @@ def test_adjoint_bptt_equals_autograd_to_machine_precision():
 def test_bptt_with_firing_rate_regulariser_equals_autograd():
     cfg, net, snap, fwd = make_small(1, reg_rate=0.1)
     got = bptt(snap, fwd)
-    ref = bptt_autograd(snap, fwd.x, fwd.target, reg_rate=0.1, reg_target=0.01)
+    ref = autograd(snap, fwd, cfg)
     assert fwd.ro.reg > 0
     for a, b in zip(got, ref, strict=True):
         assert rel_err(a, b) < 1e-12
 
 
-def test_wrong_variants_fail_the_same_comparison():
-    cfg, net, snap, fwd = make_small(2)
-    ref = bptt_autograd(snap, fwd.x, fwd.target)
+@pytest.mark.parametrize("task", TASKS)
+def test_wrong_variants_fail_the_same_comparison(task):
+    cfg, net, snap, fwd = make_small(2, task=TASKS[task])
+    ref = autograd(snap, fwd, cfg)
     # dropping the recurrent path (e-prop's truncation) is not BPTT
     lam, _ = adjoint(fwd.signal, fwd.traj.psi, snap.params, None)
     g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
@@ -63,14 +82,20 @@ def test_wrong_variants_fail_the_same_comparison():
     assert rel_err(g_rec, ref.w_rec) > 1e-3
 
 
-def test_closed_form_learning_signal_equals_autograd_of_the_loss_wrt_spikes():
-    cfg, net, snap, fwd = make_small(0)
+@pytest.mark.parametrize("task", TASKS)
+def test_closed_form_learning_signal_equals_autograd_of_the_loss_wrt_spikes(task):
+    """I.5, for any per-step loss: one backward filter of dE/dy over time."""
+    cfg, net, snap, fwd = make_small(0, task=TASKS[task])
     w = snap.weights
+    loss = Loss(kind_of(fwd))
     z = fwd.traj.z.clone().requires_grad_(True)
-    ro = readout(z, w.w_out, w.b_out, fwd.target, snap.params.kappa)
+    ro = readout(z, w.w_out, w.b_out, fwd.target, fwd.mask, snap.params.kappa, loss)
     (dz,) = torch.autograd.grad(ro.loss, z)
-    signal = learning_signal(fwd.ro, w.w_out, z.shape[0], snap.params.kappa)
+    signal = learning_signal(fwd.ro, w.w_out, loss)
+    assert dz.abs().max() > 0 and fwd.mask.sum() >= 1
     assert rel_err(signal, dz) < 1e-13
+    # an unfiltered signal (dE/dy(t) @ w_out, the step's own readout only) is wrong
+    assert rel_err(fwd.ro.dy @ w.w_out, dz) > 1e-3
     # cells without a readout weight get no learning signal (spec D.0)
     silent = (w.w_out == 0).all(0)
     assert silent.any() and (signal[..., silent] == 0).all()

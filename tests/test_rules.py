@@ -22,7 +22,23 @@ from mdgl_analysis.rules.local import (
     signal_of,
 )
 
-from helpers import make_small
+from helpers import StepTask, make_small
+
+TASKS = {
+    "evidence": None,  # cross-entropy at the last step
+    "ce_steps": StepTask(density=0.4),  # cross-entropy at ~40% of the steps
+    "mse_every_step": StepTask(loss="mse", density=1.0),  # squared error at every step
+}
+"""Losses every oracle test runs on: the paper's last-step loss and two per-step losses."""
+
+
+def small(seed: int, task: str):
+    return make_small(seed, task=TASKS[task])
+
+
+def kind_of(fwd) -> str:
+    return "cross_entropy" if fwd.target.dtype == torch.int64 else "mse"
+
 
 LOCAL_RULES = ["eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online"]
 
@@ -32,7 +48,7 @@ def rel_err(a, b) -> float:
 
 
 def oracle_grads(snap, fwd, **flags):
-    loss, w_in, w_rec, _ = loss_of(snap, fwd.x, fwd.target, **flags)
+    loss, w_in, w_rec, _ = loss_of(snap, fwd.x, fwd.target, fwd.mask, kind_of(fwd), **flags)
     return torch.autograd.grad(loss, [w_in, w_rec])
 
 
@@ -43,10 +59,11 @@ def nonvacuous(fwd, *grads):
         assert g.abs().max() > 0
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_eprop_equals_autograd_with_the_recurrent_spike_stopped(seed):
+def test_eprop_equals_autograd_with_the_recurrent_spike_stopped(seed, task):
     """I.1"""
-    cfg, net, snap, fwd = make_small(seed)
+    cfg, net, snap, fwd = small(seed, task)
     g_in, g_rec = oracle_grads(snap, fwd, stop_recurrent=True)
     got = RULES["eprop"](snap, fwd)
     nonvacuous(fwd, g_in, g_rec)
@@ -56,10 +73,11 @@ def test_eprop_equals_autograd_with_the_recurrent_spike_stopped(seed):
     assert rel_err(bptt(snap, fwd).w_rec, g_rec) > 1e-3
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mdgl_exact_equals_autograd_of_the_one_step_truncated_graph(seed):
+def test_mdgl_exact_equals_autograd_of_the_one_step_truncated_graph(seed, task):
     """I.2"""
-    cfg, net, snap, fwd = make_small(seed)
+    cfg, net, snap, fwd = small(seed, task)
     g_in, g_rec = oracle_grads(snap, fwd, stop_recurrent=True, truncated_readout=True)
     got = RULES["mdgl_exact"](snap, fwd)
     nonvacuous(fwd, g_in, g_rec)
@@ -68,8 +86,9 @@ def test_mdgl_exact_equals_autograd_of_the_one_step_truncated_graph(seed):
     assert rel_err(RULES["eprop"](snap, fwd).w_rec, g_rec) > 1e-3
 
 
-def test_modulation_paired_one_step_late_or_early_fails_the_truncation_oracle():
-    cfg, net, snap, fwd = make_small(0)
+@pytest.mark.parametrize("task", TASKS)
+def test_modulation_paired_one_step_late_or_early_fails_the_truncation_oracle(task):
+    cfg, net, snap, fwd = small(0, task)
     g_in, g_rec = oracle_grads(snap, fwd, stop_recurrent=True, truncated_readout=True)
     drive = fwd.traj.psi * fwd.signal
     same_step = fwd.signal + (1 - snap.params.alpha) * (drive @ snap.weights.w_rec)  # M(t), wrong
@@ -78,9 +97,10 @@ def test_modulation_paired_one_step_late_or_early_fails_the_truncation_oracle():
     assert rel_err(wrong, g_rec) > 1e-3
 
 
-def test_bptt_equals_total_learning_signal_times_the_local_traces():
+@pytest.mark.parametrize("task", TASKS)
+def test_bptt_equals_total_learning_signal_times_the_local_traces(task):
     """I.3, with the explicit forward traces"""
-    cfg, net, snap, fwd = make_small(1)
+    cfg, net, snap, fwd = small(1, task)
     _, total = bptt_credit(snap, fwd)
     syn = Synapses.dense(12, 8)
     g_in, g_rec = gradients_from_traces(snap, fwd, syn, {"bptt": total}, chunk=17)["bptt"]
@@ -90,34 +110,40 @@ def test_bptt_equals_total_learning_signal_times_the_local_traces():
     assert rel_err(g_in, ref.w_in) < 1e-12
 
 
-def test_total_learning_signal_equals_autograd_wrt_the_global_spikes():
+@pytest.mark.parametrize("task", TASKS)
+def test_total_learning_signal_equals_autograd_wrt_the_global_spikes(task):
     """I.3: L_tot is dE/dz through readout and synapses, excluding the cell's own paths."""
-    cfg, net, snap, fwd = make_small(2)
-    loss, _, _, spikes = loss_of(snap, fwd.x, fwd.target, local_copy=True)
-    grads = torch.autograd.grad(loss, [g for g, _ in spikes])
+    cfg, net, snap, fwd = small(2, task)
+    loss, _, _, spikes = loss_of(snap, fwd.x, fwd.target, fwd.mask, kind_of(fwd), local_copy=True)
+    grads = torch.stack(torch.autograd.grad(loss, [g for g, _ in spikes]))
     _, total = bptt_credit(snap, fwd)
-    assert rel_err(total, torch.stack(grads)) < 1e-12
+    nonvacuous(fwd, grads)
+    assert rel_err(total, grads) < 1e-12
+    assert rel_err(fwd.signal, grads) > 1e-3  # the readout-only signal is not the total
 
 
-def test_mdgl_equals_mdgl_exact_when_blocks_are_uniform():
+@pytest.mark.parametrize("task", TASKS)
+def test_mdgl_equals_mdgl_exact_when_blocks_are_uniform(task):
     """I.4"""
-    cfg, net, snap, fwd0 = make_small(0)
+    cfg, net, snap, fwd0 = small(0, task)
     w_rec = snap.weights.w_rec.clone()
     exists = w_rec != 0
     for mask in block_masks(snap.inhibitory).values():
         sel = mask & exists
         w_rec[sel] = w_rec[sel].mean()
     snap = snap._replace(weights=snap.weights._replace(w_rec=w_rec))
-    from mdgl_analysis.network.model import forward
+    from mdgl_analysis.network.model import forward, loss_of
+    from mdgl_analysis.tasks import TaskBatch
 
-    fwd = forward(snap, fwd0.x, fwd0.target, cfg)
+    batch = TaskBatch(fwd0.x, fwd0.target, fwd0.mask)
+    fwd = forward(snap, batch, loss_of(cfg, kind_of(fwd0)))
     a, b = RULES["mdgl"](snap, fwd), RULES["mdgl_exact"](snap, fwd)
     nonvacuous(fwd, a.w_rec)
     assert rel_err(a.w_rec, b.w_rec) < 1e-12 and rel_err(a.w_in, b.w_in) < 1e-12
     # and it is not trivially e-prop
     assert rel_err(a.w_rec, RULES["eprop"](snap, fwd).w_rec) > 1e-3
     # while with the original, non-uniform weights the two differ
-    _, _, snap0, fwd0 = make_small(0)
+    _, _, snap0, fwd0 = small(0, task)
     assert rel_err(RULES["mdgl"](snap0, fwd0).w_rec, RULES["mdgl_exact"](snap0, fwd0).w_rec) > 1e-3
 
 
@@ -152,51 +178,67 @@ def test_mdgl_with_zero_modulation_equals_eprop():
     assert torch.equal(g_rec, ref.w_rec) and torch.equal(g_in, ref.w_in)
 
 
-def test_online_eprop_term_equals_the_filtered_form():
-    """I.6: sum_t L e = c F(T-1) with F(t) = kappa F(t-1) + e(t)."""
-    cfg, net, snap, fwd = make_small(2)
+def dense_traces(snap, fwd):
+    """Every trace e(t) ``[time, batch, synapse]`` of the dense layout, and its synapses."""
     syn = Synapses.dense(12, 8)
-    kappa = snap.params.kappa
-    f = None
-    for c in eligibility_chunks(snap, fwd, syn, chunk=13):
-        for t in range(c.e.shape[0]):
-            f = c.e[t] if f is None else kappa * f + c.e[t]
-    coef = (1 - kappa) * (fwd.ro.dlogits @ snap.weights.w_out)  # [batch, neuron]
-    online = (coef[:, torch.cat([syn.rec_post, syn.in_post])] * f).sum(0)
+    e = torch.cat([c.e for c in eligibility_chunks(snap, fwd, syn, chunk=1000)])
+    return syn, e
+
+
+def readout_filtered(u, kappa):
+    """ubar(t) = kappa ubar(t-1) + (1-kappa) u(t), step by step."""
+    out, acc = [], torch.zeros_like(u[0])
+    for t in range(u.shape[0]):
+        acc = kappa * acc + (1 - kappa) * u[t]
+        out.append(acc)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_online_eprop_term_equals_the_filtered_form(task):
+    """I.6: sum_t L(t) e(t) = sum_t dE/dpsp(t) ebar(t), ebar the readout-filtered trace."""
+    cfg, net, snap, fwd = small(2, task)
+    syn, e = dense_traces(snap, fwd)
+    ebar = readout_filtered(e, snap.params.kappa)
+    lbar = fwd.ro.dy @ snap.weights.w_out  # dE/dpsp(t) [time, batch, neuron]
+    post = torch.cat([syn.rec_post, syn.in_post])
+    online = (lbar[:, :, post] * ebar).sum((0, 1))
     g_in, g_rec = syn.scatter(online[: syn.n_rec], online[syn.n_rec :], 12, 8)
     ref = RULES["eprop"](snap, fwd)
+    nonvacuous(fwd, ref.w_rec)
     assert rel_err(g_rec, ref.w_rec) < 1e-12 and rel_err(g_in, ref.w_in) < 1e-12
 
 
-def test_online_mdgl_second_term_uses_filtered_factors_at_t_minus_two():
-    cfg, net, snap, fwd = make_small(0)
+@pytest.mark.parametrize("task", TASKS)
+def test_online_mdgl_second_term_is_the_product_of_filtered_factors_one_step_apart(task):
+    """mode 7: (1-alpha) sum_{t<=T-2} ebar(t) c(t+1), c(t) = What^T (psibar(t) Lbar(t))."""
+    cfg, net, snap, fwd = small(0, task)
     p, w = snap.params, snap.weights
-    syn = Synapses.dense(12, 8)
-    kappa = p.kappa
-    ebar = None
-    for c in eligibility_chunks(snap, fwd, syn, chunk=1000):
-        for t in range(c.stop - c.start - 1):  # up to T-2
-            ebar = (1 - kappa) * c.e[t] if ebar is None else kappa * ebar + (1 - kappa) * c.e[t]
-    psibar = torch.zeros_like(fwd.traj.psi[0])
-    for t in range(fwd.traj.psi.shape[0]):
-        psibar = kappa * psibar + (1 - kappa) * fwd.traj.psi[t]
-    lbar = fwd.ro.dlogits @ w.w_out
+    syn, e = dense_traces(snap, fwd)
+    ebar = readout_filtered(e, p.kappa)
+    psibar = readout_filtered(fwd.traj.psi, p.kappa)
+    lbar = fwd.ro.dy @ w.w_out
     w_hat = modulatory_weights(w.w_rec, snap.inhibitory, "type")
-    mod = (1 - p.alpha) * ((psibar * lbar) @ w_hat)  # [batch, pre-of-synapse neuron p]
+    c = (1 - p.alpha) * ((psibar * lbar) @ w_hat)  # [time, batch, neuron p]
     post = torch.cat([syn.rec_post, syn.in_post])
-    second = (ebar * mod[:, post]).sum(0)
+    second = (ebar[:-1] * c[1:, :, post]).sum((0, 1))
     g2_in, g2_rec = syn.scatter(second[: syn.n_rec], second[syn.n_rec :], 12, 8)
     got = RULES["mdgl_online"](snap, fwd)
     ref = RULES["eprop"](snap, fwd)
     assert g2_rec.abs().max() > 0
     assert rel_err(got.w_rec - ref.w_rec, g2_rec) < 1e-10
     assert rel_err(got.w_in - ref.w_in, g2_in) < 1e-10
+    # the same factors paired at the same step (not one apart) fail the comparison
+    wrong = (ebar * c[:, :, post]).sum((0, 1))
+    _, wrong_rec = syn.scatter(wrong[: syn.n_rec], wrong[syn.n_rec :], 12, 8)
+    assert rel_err(got.w_rec - ref.w_rec, wrong_rec) > 1e-3
 
 
+@pytest.mark.parametrize("task", TASKS)
 @pytest.mark.parametrize("rule", LOCAL_RULES)
 @pytest.mark.parametrize("layout", ["list", "dense"])
-def test_adjoint_equals_forward_traces(rule, layout):
-    cfg, net, snap, fwd = make_small(1)
+def test_adjoint_equals_forward_traces(rule, layout, task):
+    cfg, net, snap, fwd = small(1, task)
     if layout == "dense":
         syn = Synapses.dense(12, 8)
     else:
@@ -246,11 +288,13 @@ def test_traces_are_zero_for_the_adaptation_component_of_lif_cells():
 def test_every_rule_returns_finite_detached_gradients_shaped_like_the_weights(name, device):
     cfg, net, snap, fwd = make_small(0)
     if device == "cuda":
-        from mdgl_analysis.network.model import forward
+        from mdgl_analysis.network.model import forward, loss_of
+        from mdgl_analysis.tasks import TaskBatch
 
         net = net.to(device)
         snap = net.snapshot()
-        fwd = forward(snap, fwd.x.to(device), fwd.target.to(device), cfg)
+        batch = TaskBatch(fwd.x.to(device), fwd.target.to(device), fwd.mask.to(device))
+        fwd = forward(snap, batch, loss_of(cfg, "cross_entropy"))
     grads = get_rule(name)(snap, fwd)
     assert isinstance(grads, Gradients)
     for g, w in zip(grads, snap.weights, strict=True):

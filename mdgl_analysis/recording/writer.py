@@ -226,7 +226,7 @@ class Recorder:
             "batch": batch,
             "neuron": n,
             "input": fwd.x.shape[-1],
-            "output": cfg.network.n_out,
+            "output": self.cfg.network.n_out,
             "rule": len(self.rules),
             "synapse_rec": self.synapses.n_rec,
             "synapse_in": self.synapses.in_post.numel(),

@@ -315,6 +315,15 @@ class NeuroGymTask(Task):
         if self.n_steps == 0:
             longest = max(t.stop - t.start for t in trials)
             self.n_steps = max(100, 100 * math.ceil(longest / 100))
+        if chosen is not None:
+            # a sequence starts with a whole trial: its first counted step must lie within it
+            first = min(min(t.periods[p][0] for p in chosen) - t.start for t in trials)
+            if first >= self.n_steps:
+                raise TaskError(
+                    f"task.n_steps = {self.n_steps} is not allowed for {self.env}: its "
+                    f"{self.mask} period(s) start at step {first} of a trial or later; use "
+                    f"n_steps > {first}, 0 (auto), or a shorter task.timing"
+                )
 
     # -- sampling ---------------------------------------------------------------------------
     def _trials(self, seed: int, count: int) -> list[Trial]:
