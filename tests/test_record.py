@@ -167,7 +167,7 @@ def test_weight_change_is_the_update_actually_applied(recorded):
         ("record.every", "-1", "record.every"),
         ("record.quantities", "state,gossip", "record.quantities"),
         ("record.t_start_ms", "70", "record.t_start_ms"),
-        ("record.t_stop_ms", "5000", "record.t_start_ms"),
+        ("record.t_stop_ms", "5000", "record.t_stop_ms"),
         ("record.layout", "sparse", "record.layout"),
         ("record.dtype", "int8", "record.dtype"),
         ("record.codec", "bz2", "record.codec"),
@@ -182,8 +182,10 @@ def test_bad_schedules_are_rejected_with_the_field_named(key, value, fragment):
         cfg,
         record=replace(cfg.record, t_stop_ms=60.0) if key == "record.t_start_ms" else cfg.record,
     )
+    from mdgl_analysis.rules import check_rules
+
     with pytest.raises(ConfigError, match=fragment):
-        config_mod.validate(config_mod.set_value(cfg, key, value))
+        check_rules(config_mod.validate(config_mod.set_value(cfg, key, value)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def _same_record(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_leaves_complete_records_and_resume_continues(tmp_path):
     cfg = rec_config(iterations=8, every=1)
-    cfg = replace(cfg, task=replace(cfg.task, delay_ms=300))
+    cfg = config_mod.set_value(cfg, "task.delay_ms", 300)
     cfg_file = _write_config(tmp_path, cfg)
     reference, _ = start(cfg, tmp_path / "reference", ["test"], progress=False)
     ref_files = {iteration_of(f): f for f in record_files(reference.path)}
@@ -277,7 +279,7 @@ def test_full_disk_fails_the_run_cleanly_and_keeps_earlier_files(tmp_path):
 def test_a_write_failing_mid_record_removes_the_partial_file_and_fails_the_run(
     tmp_path, monkeypatch
 ):
-    from mdgl_analysis import record
+    from mdgl_analysis.recording import writer as record
 
     cfg = rec_config(iterations=5, every=2)
     original = record._BackgroundWriter.put

@@ -124,7 +124,7 @@ def test_run_folder_records_config_status_and_provenance(tmp_path):
 @pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
     cfg = tiny_config(40)
-    cfg = replace(cfg, task=replace(cfg.task, delay_ms=400))  # slower iterations to kill mid-run
+    cfg = config_mod.set_value(cfg, "task.delay_ms", 400)  # slower iterations to kill mid-run
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text(config_mod.dumps(cfg))
     killed = tmp_path / "killed"

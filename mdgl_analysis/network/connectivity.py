@@ -54,16 +54,17 @@ def balanced_magnitudes(sign: Tensor, n_post: int, gen: torch.Generator) -> Tens
     n = sign.numel()
     theta = torch.randn(n, n, generator=gen, dtype=torch.float64).abs()
     exc, inh = sign > 0, sign < 0
-    w = sign[:, None] * theta
-    # global balance: inhibitory mass equals excitatory mass
-    theta[inh] *= w[exc].sum() / (-w[inh].sum())
-    w = sign[:, None] * theta
-    # per-column balance: shift E entries up (column sum < 0) or I entries down (sum >= 0)
-    col = w.sum(0)
-    neg = col < 0
-    w[exc] += torch.where(neg, col.abs() / exc.sum(), 0.0)
-    w[inh] -= torch.where(neg, 0.0, col.abs() / inh.sum())
-    theta = w.abs()
+    if inh.any():  # a population without inhibitory cells (a task with few inputs) has no balance
+        w = sign[:, None] * theta
+        # global balance: inhibitory mass equals excitatory mass
+        theta[inh] *= w[exc].sum() / (-w[inh].sum())
+        w = sign[:, None] * theta
+        # per-column balance: shift E entries up (column sum < 0) or I entries down (sum >= 0)
+        col = w.sum(0)
+        neg = col < 0
+        w[exc] += torch.where(neg, col.abs() / exc.sum(), 0.0)
+        w[inh] -= torch.where(neg, 0.0, col.abs() / inh.sum())
+        theta = w.abs()
     # spectral radius one
     theta /= torch.linalg.eigvals(sign[:, None] * theta).abs().max()
     # W_in (n < n_post): columns drawn with replacement; otherwise the first n_post columns

@@ -27,10 +27,13 @@ fixation channel is 1 while the agent must fixate, a stimulus channel is ``0.5 +
 ``cos(theta) / 2 + 1/2`` plus Gaussian noise of s.d. ``sigma / sqrt(dt)``, 1.0 at 1 ms), while
 the network's threshold is ``v_th = 0.01`` and the built-in evidence task feeds about 0.04 spikes
 per step per channel during its cues. The default ``input_scale = 0.05`` puts one observation unit
-at 0.05, the same order as those counts. A freshly initialised network of the package's default
-size (50 LIF + 50 ALIF cells, 10 % connectivity) on PerceptualDecisionMaking-v0 at this scale fires
-at about 10 Hz on average (an estimate from a simulation of the network's dynamics with the
-package's initial weights, 20 networks; 8-14 Hz across seeds); see the note on ``copies`` below.
+at 0.05, the same order as those counts (currents may be negative: the noise is Gaussian).
+Measured on freshly initialised networks of the package's default size (50 LIF + 50 ALIF cells,
+10 % connectivity, the package's initial weights and neuron dynamics; 20 network seeds, 16
+sequences of 1000 steps of shortened trials; an estimate), the mean rate at this scale is 6.5 Hz
+on PerceptualDecisionMaking-v0 (2-19 Hz across seeds) and 10 Hz on DelayMatchSample-v0 (3-29 Hz);
+0.03 gives about 3 and 5 Hz, 0.1 about 14 and 18 Hz. With ``copies = 10`` (below) the rates are
+about 10 and 14 Hz at 0.05.
 
 **Copies.** NeuroGym environments have few observation channels (3 for the two tasks above).
 With the network's sparse input connectivity (``network.p_in = 0.1``) most cells would get no
@@ -48,6 +51,9 @@ trial of the sequence, the only period where NeuroGym's performance measure read
 ``mask = "fixation,decision"`` also asks the network to fixate during the fixation period;
 ``mask = "all"`` counts every step, as NeuroGym's supervised examples train on ``gt`` everywhere.
 
+``sample_trials`` also returns each sequence's seed and its trials (start, stop, the step windows
+of its periods, NeuroGym's trial dict); ``epochs()`` lists the periods of every trial within
+``n_steps`` when the durations are constant, and ``input_names()`` NeuroGym's channel names.
 ``n_in``, ``n_out`` and ``loss`` follow from the environment (read-only properties), so the
 network's sizes follow the task.
 """
@@ -69,6 +75,14 @@ INSTALL_HINT = "pip install mdgl-analysis[neurogym]"
 AUTO_TRIALS = 100
 """Trials drawn (from a fixed seed) to find the longest trial for ``n_steps = 0`` (auto)."""
 AUTO_SEED = 12345
+EXAMPLES = (
+    "PerceptualDecisionMaking-v0",
+    "DelayMatchSample-v0",
+    "ContextDecisionMaking-v0",
+    "GoNogo-v0",
+    "ReadySetGo-v0",
+)
+"""Environment ids an unknown-environment error names first (those this NeuroGym has)."""
 SEED_LIMIT = 2**31 - 1
 """Sequence seeds are in ``[0, SEED_LIMIT)`` (what ``numpy.random.RandomState`` takes)."""
 
@@ -208,6 +222,10 @@ class NeuroGymTask(Task):
         import gymnasium
 
         where = f"task.env = {self.env!r}"
+        spec = gymnasium.envs.registry.get(self.env)
+        entry = getattr(spec, "entry_point", None)
+        if isinstance(entry, str) and not entry.startswith("neurogym"):
+            raise TaskError(f"{where} is not a NeuroGym trial environment (it is {entry})")
         try:
             with warnings.catch_warnings():
                 # gymnasium warns that NeuroGym's metadata has no render_modes; irrelevant here
@@ -215,9 +233,10 @@ class NeuroGymTask(Task):
                 wrapped = ngym.make(self.env, **kwargs)
         except gymnasium.error.Error:  # unregistered, bad version or malformed id
             known = neurogym_envs()
-            close = difflib.get_close_matches(self.env, known, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(self.env, known, n=3, cutoff=0.8)
             hint = f"did you mean {', '.join(close)}? " if close else ""
-            some = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "")
+            some = [e for e in EXAMPLES if e in known] or known[:5]
+            some = ", ".join(some) + (", ..." if len(known) > len(some) else "")
             raise TaskError(
                 f"{where} is not a NeuroGym environment: {hint}NeuroGym has {len(known)}, "
                 f"e.g. {some} (neurogym.envs.registration.all_envs())"
@@ -374,7 +393,9 @@ class NeuroGymTask(Task):
             start += n
         return (ob, gt), trials
 
-    def sample_trials(self, batch: int, gen: torch.Generator) -> tuple[TaskBatch, list[Any]]:
+    def sample_trials(
+        self, batch: int, gen: torch.Generator
+    ) -> tuple[TaskBatch, list[tuple[int, list[Trial]]]]:
         """A batch and, per sequence, ``(seed, trials)``: the seed of the environment and the
         list of :class:`Trial` it holds (the last one usually cut off at ``n_steps``)."""
         if batch < 1:
@@ -385,15 +406,16 @@ class NeuroGymTask(Task):
         gt = np.zeros((t, batch), dtype=np.int64)
         mask = np.zeros((t, batch), dtype=bool)
         chosen = self.mask_periods()
-        layout = []
+        layout: list[tuple[int, list[Trial]]] = []
         for b, seed in enumerate(seeds):
             (ob[:, b], gt[:, b]), trials = self._sequence(int(seed), t)
             if chosen is None:
                 mask[:, b] = True
-            for trial in trials if chosen is not None else []:
-                for p in chosen:
-                    a, z = trial.periods.get(p, (0, 0))
-                    mask[a:z, b] = True
+            else:
+                for trial in trials:
+                    for p in chosen:
+                        a, z = trial.periods.get(p, (0, 0))
+                        mask[a:z, b] = True
             layout.append((int(seed), trials))
         x = torch.from_numpy(ob).mul_(self.input_scale)
         if k > 1:
