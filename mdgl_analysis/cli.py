@@ -7,17 +7,22 @@ folder) exits with status 2 and one line on stderr, before anything is created.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import functools
 import sys
 from pathlib import Path
 
 from mdgl_analysis import config as config_mod
+from mdgl_analysis.api import RunError
 from mdgl_analysis.config import ConfigError
+from mdgl_analysis.tasks import TaskError
 from mdgl_analysis.training.loop import ResumeError, TrainingError
 from mdgl_analysis.training.runs import RunFolder, RunFolderError, command_line, pid_alive
 
 EXIT_USAGE = 2
+TASK_HELP = (
+    "the task (task.name): evidence, pattern, neurogym:ENV or FILE.py:CLASS; its parameters "
+    "with --set task.NAME=VALUE"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", metavar="FILE", help="TOML config (see runs/configs/)")
     src.add_argument("--preset", metavar="NAME", help=f"one of {', '.join(config_mod.PRESETS)}")
+    p.add_argument("--task", metavar="NAME", help=TASK_HELP)
     p.add_argument("--rule", help="learning rule (train.rule)")
     p.add_argument("--seed", help="random seed (run.seed)")
     p.add_argument("--iterations", help="training iterations (train.iterations)")
@@ -85,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train every (rule, seed) of a config, resumable")
     p.add_argument("config", metavar="CONFIG", help="a TOML config file or a preset name")
+    p.add_argument("--task", metavar="NAME", help=TASK_HELP)
     p.add_argument("--rules", default="bptt,eprop,mdgl")
     p.add_argument("--seeds", default="1-5", help="A-B or a,b,c")
     p.add_argument("--iterations", help="training iterations of every run")
@@ -110,46 +117,33 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mdgl_analysis.training.loop import start
+    from mdgl_analysis import api
 
-    cfg = config_mod.resolve(
-        args.config,
-        args.preset,
-        args.set,
-        {
-            "train.rule": args.rule,
-            "run.seed": args.seed,
-            "train.iterations": args.iterations,
-            "run.device": args.device,
-            "record.every": args.record_every,
-        },
+    if args.config and args.preset:
+        return _fail("give either --config FILE or --preset NAME, not both")
+    run = api.train(
+        args.config or args.preset,
+        out=args.out,
+        progress=not args.no_progress,
+        command=command_line(),
+        task=args.task,
+        rule=args.rule,
+        seed=args.seed,
+        iterations=args.iterations,
+        record_every=args.record_every,
+        device=args.device,
+        set=args.set,
     )
-    if args.out:
-        out = Path(args.out)
-    else:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-{cfg.train.rule}-s{cfg.run.seed}"
-    if out.exists():
-        return _fail(f"output folder {str(out)!r} already exists; choose a new --out")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        return _fail(f"cannot create {str(out)!r}: {str(blocking)!r} is a file, not a folder")
-    if cfg.run.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return _fail("run.device = 'cuda' but no CUDA device is available; use auto or cpu")
-    run, status = start(cfg, out, command_line(), progress=not args.no_progress)
-    _report(run, status)
-    return 0 if status == "completed" else 130
+    _report(run.folder, run.status)
+    return 0 if run.status == "completed" else 130
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from mdgl_analysis.training.loop import resume
+    from mdgl_analysis import api
 
-    run, status = resume(args.run, args.iterations, progress=not args.no_progress)
-    _report(run, status)
-    return 0 if status == "completed" else 130
+    run = api.resume(args.run, args.iterations, progress=not args.no_progress)
+    _report(run.folder, run.status)
+    return 0 if run.status == "completed" else 130
 
 
 def _report(run: RunFolder, status: str) -> None:
@@ -228,7 +222,7 @@ def _describe_records(run: RunFolder) -> list[str]:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Recompute every recorded gradient and contract signals with traces; exit 1 on mismatch."""
     from mdgl_analysis.recording.readers import record_files
-    from mdgl_analysis.recording.verify import contract, recompute
+    from mdgl_analysis.recording.verify import verify_file
 
     path = Path(args.run)
     files = [path] if path.is_file() else record_files(path)
@@ -236,15 +230,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _fail(f"no record files in {args.run!r} (train with --record-every K)")
     worst = 0.0
     for f in files:
-        errors = recompute(f)
-        line = f"{f.name}: recomputed max rel. error {max(errors.values()):.2e}"
-        try:
-            traced = contract(f)
-            line += f", signal x trace max rel. error {max(traced.values()):.2e}"
-            worst = max(worst, *traced.values())
-        except ValueError as err:
-            line += f" (no contraction check: {str(err).split(': ', 1)[-1]})"
-        worst = max(worst, *errors.values())
+        recomputed, traced, why = verify_file(f)
+        line = f"{f.name}: recomputed max rel. error {recomputed:.2e}"
+        if traced is None:
+            line += f" (no contraction check: {why})"
+        else:
+            line += f", signal x trace max rel. error {traced:.2e}"
+            worst = max(worst, traced)
+        worst = max(worst, recomputed)
         print(line, flush=True)
     ok = worst <= args.tolerance
     print(
@@ -353,7 +346,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.config if is_file else None,
         None if is_file else args.config,
         args.set,
-        {"train.iterations": args.iterations, "record.every": args.record_every},
+        {
+            "task.name": args.task,
+            "train.iterations": args.iterations,
+            "record.every": args.record_every,
+        },
     )
     name = Path(args.config).stem if is_file else args.config
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{name}"
@@ -390,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ResumeError, RunFolderError) as err:
+    except (ConfigError, ResumeError, RunFolderError, RunError, TaskError) as err:
         return _fail(str(err))
     except TrainingError as err:
         return _fail(str(err), code=1)

@@ -127,6 +127,12 @@ class Config:
         """Steps per trial: the task's."""
         return task_of(self).n_steps
 
+    @property
+    def sized_network(self) -> NetworkConfig:
+        """``network`` with the input and output sizes of the task filled in."""
+        task = task_of(self)
+        return replace(self.network, n_in=task.n_in, n_out=task.n_out)
+
 
 SECTIONS: dict[str, type] = {
     "network": NetworkConfig,
@@ -266,7 +272,8 @@ def task_of(cfg: Config) -> Task:
 
 
 def _resolve_task(cfg: Config) -> Config:
-    """Fill in the task's parameters and the network's sizes; check what depends on the task."""
+    """Fill in the task's parameters; check the network's stated sizes (0: the task's, which
+    :attr:`Config.sized_network` fills in) and what else depends on the task."""
     task = task_of(cfg)
     net, train = cfg.network, cfg.train
     for key, stated, actual in [
@@ -297,11 +304,7 @@ def _resolve_task(cfg: Config) -> Config:
     params = task.values() if hasattr(task, "values") else dict(cfg.task.params)
     if cfg.task.name.startswith(NEUROGYM_PREFIX):
         params.pop("env", None)  # the name carries it
-    return replace(
-        cfg,
-        network=replace(net, n_in=task.n_in, n_out=task.n_out),
-        task=replace(cfg.task, params=params),
-    )
+    return replace(cfg, task=replace(cfg.task, params=params))
 
 
 RECORD_LAYOUTS = ("list", "dense")
@@ -529,8 +532,10 @@ def dumps(cfg: Config) -> str:
     for section, values in to_dict(cfg).items():
         lines.append(f"[{section}]")
         for key, value in values.items():
-            if section == "network" and key in ("n_in", "n_out"):
-                lines.append(f"# {key} = {value}: the task's (the network's sizes follow the task)")
+            if section == "network" and key in ("n_in", "n_out") and value == 0:
+                lines.append(
+                    f"# {key}: the task's (the network's input and output sizes follow it)"
+                )
                 continue
             lines.append(f"{key} = {_toml_scalar(value)}")
         lines.append("")

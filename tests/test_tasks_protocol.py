@@ -66,7 +66,8 @@ def test_a_users_task_in_a_config_resolves_to_an_absolute_path_and_its_sizes(use
         os.chdir(here)
     assert cfg.task.name == f"{user_task.resolve()}:MyTask"
     assert cfg.task.params["n_steps"] == 200
-    assert (cfg.network.n_in, cfg.network.n_out, cfg.n_steps) == (8, 2, 200)
+    assert (cfg.sized_network.n_in, cfg.sized_network.n_out, cfg.n_steps) == (8, 2, 200)
+    assert (cfg.network.n_in, cfg.network.n_out) == (0, 0)  # "the task's"
     again = config_mod.from_dict(config_mod.to_dict(cfg))
     assert again == cfg
 
@@ -148,8 +149,8 @@ def test_batches_that_break_the_protocol_are_named_in_one_line(broken, message):
 
 def test_network_sizes_follow_the_task_and_a_disagreement_is_an_error(user_task):
     cfg = config_mod.resolve(None, "paper", [], {})
-    assert (cfg.network.n_in, cfg.network.n_out) == (40, 2)
-    assert config_mod.resolve(None, "paper", ["task.n_in=80"], {}).network.n_in == 80
+    assert (cfg.sized_network.n_in, cfg.sized_network.n_out) == (40, 2)
+    assert config_mod.resolve(None, "paper", ["task.n_in=80"], {}).sized_network.n_in == 80
     with pytest.raises(ConfigError, match="network.n_in = 40 is not allowed: the task's size .80"):
         config_mod.resolve(None, "paper", ["network.n_in=40", "task.n_in=80"], {})
     with pytest.raises(ConfigError, match="network.n_out = 3"):

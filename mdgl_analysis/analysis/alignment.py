@@ -437,10 +437,11 @@ def credit_by_type(ds: xr.Dataset) -> xr.DataArray:
 
 
 def run_config(path: str | Path) -> dict[str, Any]:
-    """The resolved config of a run folder as nested dicts."""
-    from mdgl_analysis import config as config_mod
+    """The resolved config of a run folder as nested dicts, read as data (the task is not
+    built: a task in a user's file is not imported here)."""
+    import tomllib
 
-    return config_mod.to_dict(config_mod.load(Path(path) / "config.toml"))
+    return tomllib.loads((Path(path) / "config.toml").read_text())
 
 
 def _flat(cfg: dict[str, Any]) -> dict[str, Any]:

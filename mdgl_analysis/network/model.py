@@ -80,18 +80,19 @@ class SpikingNetwork(nn.Module):
     def __init__(self, cfg: Config, gen: torch.Generator, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.cfg = cfg
-        conn: Connectivity = initial_connectivity(cfg.network, gen)
+        self.net_cfg = net_cfg = cfg.sized_network  # with the task's input and output sizes
+        conn: Connectivity = initial_connectivity(net_cfg, gen)
         for m in MATRICES:
             theta = getattr(conn, f"theta_{m}")
             self.register_parameter(f"theta_{m}", nn.Parameter(theta.to(dtype)))
             self.register_buffer(f"sign_{m}", getattr(conn, f"sign_{m}").to(dtype))
             self.register_buffer(f"init_{m}", theta > 0)
-        self.b_out = nn.Parameter(torch.zeros(cfg.network.n_out, dtype=dtype))
+        self.b_out = nn.Parameter(torch.zeros(net_cfg.n_out, dtype=dtype))
         self.register_buffer("inhibitory", conn.inhibitory)
         self.register_buffer("adaptive", conn.adaptive)
         self.register_buffer("input_inhibitory", conn.input_inhibitory)
         self.register_buffer("offdiag", ~torch.eye(cfg.network.n_rec, dtype=torch.bool))
-        self.budget = connection_budget(cfg.network)
+        self.budget = connection_budget(net_cfg)
 
     @property
     def params(self) -> ALIFParams:

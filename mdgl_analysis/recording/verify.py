@@ -67,7 +67,7 @@ def recompute(path: str | Path) -> dict[str, float]:
         inhibitory = torch.as_tensor(np.array([c == b"I" or c == "I" for c in f["cell_type"][()]]))
         rules = [r.decode() if isinstance(r, bytes) else str(r) for r in f["rule"][()]]
     runtime.configure(cfg.run.threads)  # the same float path as the training process
-    n, n_in = cfg.network.n_rec, cfg.network.n_in
+    n, n_in = cfg.network.n_rec, t["x"].shape[-1]
     w_rec = torch.zeros(n, n, dtype=dtype)
     w_rec[t["post_rec"].long(), t["pre_rec"].long()] = t["w_rec"].to(dtype)
     w_in = torch.zeros(n, n_in, dtype=dtype)
@@ -87,6 +87,15 @@ def recompute(path: str | Path) -> dict[str, float]:
         errors[f"{rule}_rec"] = _rel(rec, t["grad_rec"][i].numpy())
         errors[f"{rule}_in"] = _rel(inp, t["grad_in"][i].numpy())
     return errors
+
+
+def verify_file(path: str | Path) -> tuple[float, float | None, str]:
+    """Both checks of one record: ``(recompute error, contract error or None, why not)``."""
+    recomputed = max(recompute(path).values())
+    try:
+        return recomputed, max(contract(path).values()), ""
+    except ValueError as err:
+        return recomputed, None, str(err).split(": ", 1)[-1]
 
 
 def contract(path: str | Path) -> dict[str, float]:

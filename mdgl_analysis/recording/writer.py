@@ -192,7 +192,7 @@ class Recorder:
         self.task = task_of(cfg)
         self.variables = schema.selected(self.groups, self.task.loss)
         self.rules = record_rules(cfg)
-        n, n_in = cfg.network.n_rec, cfg.network.n_in
+        n, n_in = cfg.network.n_rec, net.net_cfg.n_in
         if rec.layout == "dense":
             self.synapses = Synapses.dense(n, n_in, net.b_out.device)
         else:
@@ -226,7 +226,7 @@ class Recorder:
             "batch": batch,
             "neuron": n,
             "input": fwd.x.shape[-1],
-            "output": self.cfg.network.n_out,
+            "output": fwd.ro.y.shape[-1],
             "rule": len(self.rules),
             "synapse_rec": self.synapses.n_rec,
             "synapse_in": self.synapses.in_post.numel(),

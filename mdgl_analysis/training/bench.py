@@ -20,19 +20,16 @@ from mdgl_analysis import config as config_mod
 from mdgl_analysis import runtime
 from mdgl_analysis.rules import RULES
 from mdgl_analysis.rules.bptt import bptt_autograd
+from mdgl_analysis.tasks import TaskBatch
 
 BASELINES = {"bptt_autograd"}
 TRACES = {"traces_list", "traces_dense"}  # the forward trace iterator (recording), not a rule
 RECORDS = {"record_list", "record_dense"}  # one recorded iteration with every quantity and rule
 
 
-def _autograd_rule(cfg):
-    train = cfg.train
-
+def _autograd_rule(trainer):
     def rule(snap, fwd):
-        return bptt_autograd(
-            snap, fwd.x, fwd.target, train.reg_rate, train.reg_target_hz / 1000, cfg.network.dt
-        )
+        return bptt_autograd(snap, TaskBatch(fwd.x, fwd.target, fwd.mask), trainer.loss)
 
     return rule
 
@@ -44,7 +41,7 @@ def _traces_rule(trainer, dense: bool):
     from mdgl_analysis.rules.local import signal_of
 
     net = trainer.net
-    nc = trainer.cfg.network
+    nc = trainer.net.net_cfg
     syn = (
         Synapses.dense(nc.n_rec, nc.n_in, trainer.device)
         if dense
@@ -99,7 +96,7 @@ def record_worker(layout: str, threads: int, preset: str, overrides: list[str], 
     batch = trainer.batch("task", cfg.train.batch)  # only for the size estimate's shapes
     from mdgl_analysis.network.model import forward
 
-    logical = recorder.estimate_bytes(forward(trainer.net.snapshot(), *batch, cfg))
+    logical = recorder.estimate_bytes(forward(trainer.net.snapshot(), batch, trainer.loss))
     path.unlink()
     # a raw sequential write of the same number of (uncompressed) bytes, 16 MiB at a time
     block = os.urandom(16 << 20)
@@ -139,7 +136,7 @@ def worker(
     runtime.configure(threads)
     trainer = Trainer(cfg, runtime.resolve_device(cfg.run.device))
     if rule in BASELINES:
-        trainer.rule = _autograd_rule(cfg)
+        trainer.rule = _autograd_rule(trainer)
     elif rule in TRACES:
         trainer.rule = _traces_rule(trainer, dense=rule == "traces_dense")
     else:

@@ -98,7 +98,7 @@ def reconnect(net: SpikingNetwork, eps: float, gen: torch.Generator) -> None:
     free = net.budget - sum(int((t > 0).sum()) for t in thetas)
     if free <= 0:
         return
-    nc = net.cfg.network
+    nc = net.net_cfg
     n = nc.n_rec
     weights = torch.tensor(
         [nc.n_in * n * nc.p_in, n * n * nc.p_rec, n * nc.n_out * nc.p_out], dtype=torch.float64

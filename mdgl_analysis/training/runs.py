@@ -83,6 +83,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def task_info(cfg: Config) -> dict[str, Any]:
+    """What analyses need to know of the task without building it: name, loss and metric,
+    sizes, named epochs and input channel names."""
+    from mdgl_analysis.network.readout import METRICS
+    from mdgl_analysis.recording.writer import epochs_of, input_names_of
+
+    task = config_mod.task_of(cfg)
+    return {
+        "name": cfg.task.name,
+        "loss": task.loss,
+        "metric": METRICS[task.loss],
+        "n_in": task.n_in,
+        "n_out": task.n_out,
+        "n_steps": task.n_steps,
+        "dt_ms": cfg.network.dt,
+        "epochs": epochs_of(task),
+        "input_names": input_names_of(task, task.n_in),
+    }
+
+
 class RunFolderError(ValueError):
     """A folder is not a readable run folder."""
 
@@ -119,6 +139,7 @@ class RunFolder:
                 "iterations": cfg.train.iterations,
                 "rule": cfg.train.rule,
                 "seed": cfg.run.seed,
+                "task": task_info(cfg),
                 "device": device,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
