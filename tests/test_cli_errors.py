@@ -23,6 +23,11 @@ RUN = "{tmp}/r"
 FAST = ["--no-progress", "--iterations", "1", "--set", "task.delay_ms=50"]
 
 
+def train_task(*extra):
+    """``train`` for another task than evidence (the evidence parameter of FAST does not apply)."""
+    return ["train", *FAST[:3], "--out", OUT, "--preset", "demo", *extra]
+
+
 def train(*extra, preset="demo"):
     argv = ["train", *FAST, "--out", OUT]
     if preset:
@@ -56,6 +61,25 @@ def unknown_section_toml(tmp):
 
 def good_toml(tmp):
     (tmp / "good.toml").write_text("[train]\niterations = 1\n")
+
+
+def task_files(tmp):
+    (tmp / "tasks.py").write_text(
+        "import torch\n"
+        "from mdgl_analysis.tasks import Task, TaskBatch\n"
+        "class NanTask(Task):\n"
+        "    n_in, n_out, n_steps, loss = 4, 2, 20, 'cross_entropy'\n"
+        "    def sample(self, batch, gen):\n"
+        "        x = torch.full((self.n_steps, batch, self.n_in), float('nan'))\n"
+        "        t = torch.zeros(self.n_steps, batch, dtype=torch.int64)\n"
+        "        return TaskBatch(x, t, torch.ones(self.n_steps, batch, dtype=torch.bool))\n"
+        "class EmptyMask(NanTask):\n"
+        "    def sample(self, batch, gen):\n"
+        "        b = super().sample(batch, gen)\n"
+        "        return TaskBatch(b.x.nan_to_num(), b.target, b.mask & False)\n"
+        "class NoLoss(Task):\n"
+        "    n_in, n_out, n_steps = 4, 2, 20\n"
+    )
 
 
 def not_a_run(tmp):
@@ -119,6 +143,33 @@ CASES = {
     "cuda-not-available": Case(
         train("--device", "cuda"), ["run.device", "'cuda'", "no CUDA device"], marks=[NO_CUDA]
     ),
+    "unknown-task": Case(train_task("--task", "nope"), ["task.name = 'nope'", "evidence, pattern"]),
+    "missing-task-file": Case(
+        train_task("--task", "nowhere.py:MyTask"), ["no such file", "nowhere.py'"]
+    ),
+    "missing-task-class": Case(
+        train_task("--task", "tasks.py:Missing"),
+        ["has no class 'Missing'", "NanTask"],
+        setup=task_files,
+    ),
+    "task-with-nan-inputs": Case(
+        train_task("--task", "tasks.py:NanTask"), ["NanTask", "x has NaN"], setup=task_files
+    ),
+    "task-with-an-empty-mask": Case(
+        train_task("--task", "tasks.py:EmptyMask"), ["mask selects no step"], setup=task_files
+    ),
+    "task-without-a-loss": Case(
+        train_task("--task", "tasks.py:NoLoss"), ["loss"], setup=task_files
+    ),
+    "unknown-task-parameter": Case(
+        train("--set", "task.n_cue=3"), ["task.n_cue is not a parameter of task evidence", "n_cues"]
+    ),
+    "bad-task-parameter": Case(train("--set", "task.n_cues=many"), ["task.n_cues", "'many'"]),
+    "network-size-disagrees-with-task": Case(
+        train("--set", "network.n_in=41"), ["network.n_in = 41", "the task's size (40"]
+    ),
+    "task-dt-differs": Case(train("--set", "network.dt=0.5"), ["task.dt = 1.0", "network.dt"]),
+    "unknown-neurogym-env": Case(train_task("--task", "neurogym:Nope-v0"), ["Nope-v0"]),
     "unknown-command": Case(["nope"], ["'nope'", "train"], argparse=True),
     "no-command": Case([], ["command"], argparse=True),
     "info-not-a-run": Case(
@@ -147,7 +198,12 @@ CASES = {
 }
 
 PARAMS = [pytest.param(case, id=name, marks=case.marks) for name, case in CASES.items()]
-SUBPROCESS = ["unknown-rule", "config-and-preset-together", "existing-output-folder"]
+SUBPROCESS = [
+    "unknown-rule",
+    "config-and-preset-together",
+    "existing-output-folder",
+    "task-with-nan-inputs",
+]
 
 
 @pytest.fixture(scope="module")
