@@ -8,6 +8,26 @@ from mdgl_analysis.config import Config, NetworkConfig, TaskConfig, TrainConfig,
 from mdgl_analysis.network.model import SpikingNetwork, forward, loss_of
 from mdgl_analysis.tasks import Task, TaskBatch
 
+# the example of the issue "Bring your own experiment", as a user writes it
+USER_TASK = """
+import torch
+from mdgl_analysis.tasks import Task, TaskBatch
+
+class MyTask(Task):
+    n_in, n_out, n_steps, loss = 8, 2, 300, "cross_entropy"
+
+    def sample(self, batch: int, gen: torch.Generator) -> TaskBatch:
+        side = torch.randint(0, 2, (batch,), generator=gen)
+        x = torch.zeros(self.n_steps, batch, self.n_in)
+        x[:100, :, :4] = (side[:, None] == 0) * 0.05
+        x[:100, :, 4:] = (side[:, None] == 1) * 0.05
+        target = side.expand(self.n_steps, batch).clone()
+        mask = torch.zeros(self.n_steps, batch, dtype=torch.bool)
+        mask[-50:] = True
+        return TaskBatch(torch.poisson(x, generator=gen), target, mask)
+"""
+
+
 SMALL_TASK = {
     "n_in": 8,
     "n_cues": 3,

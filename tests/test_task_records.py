@@ -4,10 +4,11 @@ every step) and a user's task from a file (cross-entropy at many steps)."""
 from __future__ import annotations
 
 import pytest
-from test_tasks_protocol import USER_TASK
 
 import mdgl_analysis as m
 from mdgl_analysis import analysis
+
+from helpers import USER_TASK
 
 SMALL = {
     "network.n_regular": 10,
