@@ -1,9 +1,12 @@
 """Configuration as frozen dataclasses: presets, TOML files, command-line overrides, validation.
 
-A run's configuration is a :class:`Config` with four sections (``network``, ``task``, ``train``,
-``run``). Every field has the value of the published script (spec section 0) as its default, so
-``Config()`` *is* the ``paper`` preset. Validation happens once, in :func:`validate`, and raises
-:class:`ConfigError` whose message names the field, the bad value and what is allowed.
+A run's configuration is a :class:`Config` with five sections (``network``, ``task``, ``train``,
+``record``, ``run``). Every field has the value of the published script (spec section 0) as its
+default, so ``validate(Config())`` *is* the ``paper`` preset. The ``task`` section names a task
+(:mod:`mdgl_analysis.tasks`) and holds its parameters; the network's input and output sizes are
+the task's (:attr:`Config.sized_network`). Validation happens in :func:`validate`, and raises
+:class:`ConfigError` whose message names the field, the bad value and what is allowed; rule names
+are checked by :func:`mdgl_analysis.rules.check_rules` (the registry lives above this module).
 """
 
 from __future__ import annotations
@@ -159,10 +162,9 @@ def validate(cfg: Config, resolve_task: bool = True) -> Config:
     """Check every field and return the resolved config, or raise :class:`ConfigError`.
 
     With ``resolve_task`` the task is built (:func:`task_of`): its parameters are filled in with
-    their values, the network's input and output sizes become the task's (a stated size that
-    disagrees is an error), and the batch sizes and the recording window are checked against it.
-    Without it (a record's config, whose task may live in a file that is not here) the sizes stay
-    as stated.
+    their values, a network input or output size that is stated (not 0) must equal the task's,
+    and the batch sizes and the recording window are checked against the task. Without it (a
+    record's config, whose task may live in a file that is not here) the task is not built.
     """
     for section, cls in SECTIONS.items():
         if section == "task":
