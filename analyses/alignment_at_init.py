@@ -49,8 +49,8 @@ def main() -> None:
         snap = trainer.net.snapshot()
         acc: dict[str, list[float]] = {}
         for _ in range(args.batches):
-            x, target = trainer.batch("task", cfg.train.batch)
-            _, cos = same_batch(snap, forward(snap, x, target, cfg, lean=True), rules)
+            batch = trainer.batch("task", cfg.train.batch)
+            _, cos = same_batch(snap, forward(snap, batch, trainer.loss, lean=True), rules)
             for key, value in cos.items():
                 acc.setdefault(key, []).append(value)
         for key, values in acc.items():

@@ -1,119 +1,13 @@
-"""Alignment with BPTT over training: cosine similarity of each rule's gradient with BPTT's.
+"""Alignment with BPTT over training: cosine of each rule's gradient with BPTT's, per iteration.
 
-    python analyses/alignment_over_training.py RUN_OR_FOLDER... [--out DIR] [--trained-with auto]
+Recurrent (A) and input (B) weights, mean ± std over seeds, from the cos_<rule>_<part> metrics
+(train.compare_every > 0) or the records. Any task. Options: see --help or
+mdgl_analysis.analysis.figures.alignment_over_training.
 
-Panel A: recurrent weights, panel B: input weights. The cosine is the one the trainer logs every
-train.compare_every iterations (metrics cos_<rule>_rec and cos_<rule>_in: the rule's raw gradient
-and BPTT's on the same weights and the same training batch, existing synapses only); a run without
-these metrics but with records uses the recorded gradients instead
-(mdgl_analysis.analysis.gradient_alignment). Line: mean over seeds at each compared iteration;
-band: ± one standard deviation over seeds (ddof = 1). Runs are grouped by the rule and seed in
-their config. Writes alignment_over_training.png/.pdf.
+    python analyses/alignment_over_training.py RUN_OR_FOLDER... --out DIR [--trained-with auto]
 """
 
-from __future__ import annotations
-
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-
-import matplotlib
-import pandas as pd
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from mdgl_analysis.analysis import plotting  # noqa: E402
-
-NAME = "alignment_over_training"
-PARTS = ("rec", "in")
-
-
-def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof = 1; 0 for one seed) and n over seeds per rule, part and iteration.
-
-    Runs with the same training rule and seed are averaged first (they are one seed).
-    """
-    per_seed = (
-        table.groupby(["rule", "part", "iteration", "training_rule", "seed"])["value"]
-        .mean()
-        .reset_index()
-    )
-    grouped = per_seed.groupby(["rule", "part", "iteration"])["value"]
-    out = grouped.agg(
-        mean="mean", std=lambda v: v.std(ddof=1) if v.count() > 1 else 0.0, n="count"
-    ).reset_index()
-    return out
-
-
-def plot(runs: Sequence[str | Path], trained_with: str = "auto") -> Figure:
-    """Two panels (recurrent, input weights), one mean line and ±std band per compared rule."""
-    plotting.warn_duplicates(plotting.run_key(r) for r in runs)
-    table = plotting.cosine_table(runs)
-    trained_with = plotting.resolve_trained_with(table, trained_with) if len(table) else "any"
-    table = plotting.select_trained_with(table, trained_with)
-    table = table[table["part"].isin(PARTS) & table["rule"].ne("bptt")]
-    if table.empty:
-        raise SystemExit(
-            "error: no cosines with BPTT for these runs (train with --set train.compare_every=K "
-            "or record); with --trained-with own a run counts only if its own rule was compared "
-            "(try --trained-with bptt or any)"
-        )
-    stats = summary(table)
-    plotting.setup()
-    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.4), sharey=True)
-    rules = plotting.rule_order(stats["rule"])
-    for ax, part, letter in zip(axes, PARTS, "AB", strict=True):
-        plotting.zero_line(ax)
-        for rule in rules:
-            s = stats[(stats["rule"] == rule) & (stats["part"] == part)].sort_values("iteration")
-            if s.empty:
-                continue
-            n = int(s["n"].max())
-            plotting.mean_band(
-                ax,
-                s["iteration"],
-                s["mean"],
-                s["std"],
-                plotting.rule_color(rule),
-                label=plotting.rule_n_label(rule, n),
-                gid=f"mean:{rule}:{part}",
-                marker="o",
-                clip=(-1.0, 1.0),
-                alpha=plotting.band_alpha(len(rules)),
-            )
-        ax.set_xlabel("training iteration")
-        ax.set_title(plotting.PART_LABELS[part].capitalize())
-        plotting.panel_label(ax, letter)
-    axes[0].set_ylabel("cosine similarity with BPTT gradient")
-    low = float((stats["mean"] - stats["std"]).min())
-    axes[0].set_ylim(max(-1.05, min(-0.05, low - 0.05)), 1.05)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncols=min(len(labels), 4),
-        title="rule (n = seeds)",
-        alignment="left",
-    )
-    fig.suptitle(
-        "Alignment of each rule's gradient with the BPTT gradient during training\n"
-        f"({plotting.trained_with_text(trained_with)}; mean ± std over seeds)",
-        fontsize="medium",
-    )
-    return fig
-
-
-def main(argv: Sequence[str] | None = None) -> list[Path]:
-    """Command line: find the runs, draw, save; prints and returns the written paths."""
-    ap = plotting.parser(__doc__, NAME)
-    ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())
-    args = ap.parse_args(argv)
-    fig = plot(plotting.runs_in(args.paths), args.trained_with)
-    return plotting.finish(fig, args.out, NAME)
-
+from mdgl_analysis.analysis.figures.alignment_over_training import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(main())

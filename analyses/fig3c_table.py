@@ -21,12 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from mdgl_analysis.analysis import alignment as A
+from mdgl_analysis.analysis.figures.fig3c_learning_curves import PAPER  # spec section G
 
-PAPER = {  # spec section G: the saved Fig. 3C runs, mean over 5 runs around iteration 2000
-    "bptt": {"loss": 0.08, "accuracy": 0.98},
-    "mdgl": {"loss": 0.24, "accuracy": 0.90},
-    "eprop": {"loss": 0.49, "accuracy": 0.76},
-}
 LABELS = {"bptt": "BPTT", "eprop": "e-prop", "mdgl": "MDGL"}
 
 

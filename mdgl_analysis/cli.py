@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="a local dask cluster of N worker processes")
     p.add_argument("--memory-limit", default=None, help="per local worker, e.g. 1GB")
 
-    p = sub.add_parser("figures", help="run every figure script of analyses/ on runs")
+    p = sub.add_parser(
+        "figures", help="draw every figure (mdgl_analysis.analysis.figures) of runs into DIR"
+    )
     p.add_argument("runs", nargs="+", metavar="RUN")
     p.add_argument("--out", required=True, metavar="DIR")
 
@@ -312,20 +314,22 @@ FIGURE_SCRIPTS = (
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
+    """Draw each figure of FIGURE_SCRIPTS in its own process (one failure stops no other),
+    importing the same mdgl_analysis as this process."""
+    import os
     import subprocess
 
-    folder = Path(__file__).resolve().parent.parent / "analyses"
-    if not folder.is_dir():
-        return _fail(
-            f"the figure scripts are not installed here (no {folder}); run from a checkout"
-        )
+    root = str(Path(__file__).resolve().parent.parent)  # the folder holding this package
+    env = dict(os.environ, PYTHONSAFEPATH="1")  # not the cwd's mdgl_analysis, if any
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     failed = []
     for name in FIGURE_SCRIPTS:
-        script = folder / f"{name}.py"
         done = subprocess.run(
-            [sys.executable, str(script), *args.runs, "--out", args.out],
+            [sys.executable, "-m", f"mdgl_analysis.analysis.figures.{name}", *args.runs]
+            + ["--out", args.out],
             capture_output=True,
             text=True,
+            env=env,
         )
         print(done.stdout, end="")
         if done.returncode != 0:

@@ -1,22 +1,28 @@
 """One look for every figure: style, fixed colours, saving, and small plot helpers.
 
-The figure scripts in ``analyses/`` share this module so that a rule, a cell type or an input
-population has the same colour and the same name in every figure:
+The figures of :mod:`mdgl_analysis.analysis.figures` share this module so that a rule, a cell
+type or an input population has the same colour and the same name in every figure:
 
-* :func:`setup` sets one seaborn style (call it before creating a figure);
+* :func:`setup` sets one seaborn style (call it before creating a figure), :func:`new_figure`
+  makes a figure without pyplot (no backend is selected, nothing is kept open);
 * :data:`RULE_COLORS` / :data:`RULE_LABELS` (and :func:`rule_color` / :func:`rule_label` for
   rules not listed), :data:`CELL_COLORS`, :data:`INPUT_COLORS`, :data:`BLOCK_LABELS`;
 * :func:`save` writes a figure as PNG (200 dpi) and PDF;
 * plot helpers take a matplotlib ``Axes``, draw on it and return it;
+* what a figure needs to know of the task, read as data and never by building the task (which
+  would import torch): :func:`task_info` (run.json's ``task`` entry) and :func:`task_epochs`
+  (the named step windows of a trial, from a record's ``task_epochs`` attribute or run.json);
 * a few helpers shared by the command lines (finding runs, reading the logged cosines with BPTT,
-  the task's epochs from a run's config).
+  :class:`FigureError` for "cannot draw this").
 
-Nothing here selects the matplotlib backend: the scripts call ``matplotlib.use("Agg")`` first.
+Imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
@@ -27,6 +33,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
@@ -104,8 +111,27 @@ BLOCK_LABELS: dict[str, str] = {
 PART_LABELS: dict[str, str] = {"rec": "recurrent weights", "in": "input weights", **BLOCK_LABELS}
 """Display names of every compared part (whole matrices and blocks)."""
 
-EPOCH_COLORS: dict[str, str] = {"cue": "#BBBBBB", "delay": "#FFFFFF", "recall": "#55A868"}
-"""Colours of the task epochs in timeline bars and shading."""
+EPOCH_COLORS: dict[str, str] = {
+    "cue": "#BBBBBB",
+    "stimulus": "#BBBBBB",
+    "delay": "#FFFFFF",
+    "fixation": "#FFFFFF",
+    "recall": "#55A868",
+    "decision": "#55A868",
+}
+"""Colours of the kinds of task epochs (:attr:`Epoch.kind`) in timeline bars and shading: the
+evidence task's cues and recall, NeuroGym's stimulus and decision periods; other kinds get a
+stable fallback colour (:func:`epoch_color`)."""
+
+UNSHADED = ("delay", "fixation")
+"""Epoch kinds left unshaded behind data (waiting periods)."""
+
+LOSS_LABELS: dict[str, str] = {"cross_entropy": "cross-entropy", "mse": "MSE"}
+"""Display names of the readout losses."""
+
+METRIC_LABELS: dict[str, str] = {"accuracy": "accuracy", "nmse": "normalised MSE"}
+"""Display names of the task metrics (``nmse``: squared error over the masked steps divided by
+the target's spread around its mean)."""
 
 _FALLBACK = sns.color_palette("dark", 10).as_hex()
 
@@ -159,6 +185,12 @@ def setup() -> None:
             "image.cmap": "viridis",
         }
     )
+
+
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure with constrained layout, made without pyplot: no backend is selected and
+    nothing keeps it alive (draw with ``fig.subplots``, write with :func:`save`)."""
+    return Figure(figsize=figsize, layout="constrained")
 
 
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
@@ -269,75 +301,200 @@ def spike_raster(
 
 
 class Epoch(NamedTuple):
-    """One period of a trial: ``kind`` is ``cue``, ``delay`` or ``recall``; times in ms."""
+    """One named period of a trial, times in ms.
 
-    kind: str
+    ``name`` is the task's (``"cue 3"``, ``"recall"``, NeuroGym's ``"decision"``...); its
+    :attr:`kind` (the name without a trailing number) picks the colour.
+    """
+
+    name: str
     start: float
     stop: float
 
+    @property
+    def kind(self) -> str:
+        """The name without a trailing number, in lower case: ``"cue 3"`` -> ``"cue"``."""
+        return epoch_kind(self.name)
 
-def task_epochs(cfg: dict[str, Any]) -> list[Epoch]:
-    """The cue windows, the delay and the recall of a trial, in ms, from a run's resolved config
-    (nested dicts, :func:`mdgl_analysis.analysis.run_config`); computed by the task's own
-    :func:`mdgl_analysis.task.timeline`, so they match what the network was shown."""
-    from mdgl_analysis.config import TaskConfig
-    from mdgl_analysis.tasks.evidence import timeline
 
-    dt = float(cfg["network"]["dt"])
-    tl = timeline(TaskConfig(**cfg["task"]), dt)
-    epochs = [Epoch("cue", a * dt, b * dt) for a, b in tl.cues]
-    last_cue = tl.cues[-1][1] if tl.cues else 0
-    if tl.recall[0] > last_cue:
-        epochs.append(Epoch("delay", last_cue * dt, tl.recall[0] * dt))
-    epochs.append(Epoch("recall", tl.recall[0] * dt, tl.recall[1] * dt))
+def epoch_kind(name: str) -> str:
+    """The kind of an epoch name: ``"cue 3"`` -> ``"cue"``, ``"Stimulus_2"`` -> ``"stimulus"``."""
+    return re.sub(r"[\s_-]*\d+$", "", name.strip()).lower() or name
+
+
+_EPOCH_FALLBACK = sns.color_palette("pastel", 10).as_hex()
+
+
+def epoch_color(kind: str) -> str:
+    """The colour of an epoch kind (:data:`EPOCH_COLORS`, else a stable pastel colour)."""
+    if kind in EPOCH_COLORS:
+        return EPOCH_COLORS[kind]
+    return _EPOCH_FALLBACK[sum(map(ord, kind)) % len(_EPOCH_FALLBACK)]
+
+
+EVIDENCE_DEFAULTS: dict[str, Any] = {
+    "n_in": 40,
+    "n_cues": 7,
+    "cue_ms": 100,
+    "gap_ms": 50,
+    "delay_ms": 850,
+    "recall_ms": 150,
+}
+"""The evidence task's defaults, for runs whose run.json has no ``task`` entry (their config's
+``[task]`` section holds the evidence task's values; missing ones take these)."""
+
+
+def evidence_info(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What run.json's ``task`` entry would say of the evidence task of a run's resolved config
+    (nested dicts, :func:`mdgl_analysis.analysis.run_config`), computed here as the task does
+    (:meth:`mdgl_analysis.tasks.evidence.EvidenceTask.epochs`) without building it.
+
+    A config whose ``[task]`` names another task gives that name, no loss, metric or epochs.
+    """
+    section = dict(cfg.get("task") or {})
+    name = str(section.get("name", "evidence"))
+    network = cfg.get("network") or {}
+    dt = float(section.get("dt", network.get("dt", 1.0)))
+    if name != "evidence":
+        return {"name": name, "loss": None, "metric": None, "dt_ms": dt, "epochs": []}
+    t = {**EVIDENCE_DEFAULTS, **section}
+    if "n_in" not in section and network.get("n_in"):  # configs before tasks were plug-ins
+        t["n_in"] = network["n_in"]
+    n_cues, n_in = int(t["n_cues"]), int(t["n_in"])
+    cue, period = round(t["cue_ms"] / dt), round((t["cue_ms"] + t["gap_ms"]) / dt)
+    ms = n_cues * t["cue_ms"] + (n_cues - 1) * t["gap_ms"] + t["delay_ms"] + t["recall_ms"]
+    n_steps = int(round(ms / dt))
+    epochs = [[f"cue {c + 1}", c * period, c * period + cue] for c in range(n_cues)]
+    epochs.append(["recall", n_steps - round(t["recall_ms"] / dt), n_steps])
+    pop = max(1, n_in // 4)
+    names = ["left", "right", "recall", "noise"]
+    return {
+        "name": "evidence",
+        "loss": "cross_entropy",
+        "metric": "accuracy",
+        "n_in": n_in,
+        "n_out": 2,
+        "n_steps": n_steps,
+        "dt_ms": dt,
+        "epochs": epochs,
+        "input_names": [names[min(i // pop, 3)] for i in range(n_in)],
+    }
+
+
+def task_info(run: str | Path) -> dict[str, Any]:
+    """run.json's ``task`` entry of a run folder (name, loss, metric, n_in, n_out, n_steps,
+    dt_ms, epochs in steps, input_names); for a run from before it existed, the evidence task
+    of the run's config (:func:`evidence_info`)."""
+    meta = json.loads((Path(run) / "run.json").read_text())
+    task = meta.get("task")
+    if isinstance(task, dict) and "loss" in task:
+        return task
+    return evidence_info(analysis.run_config(run))
+
+
+def task_epochs(source: str | Path | dict[str, Any] | xr.Dataset) -> list[Epoch]:
+    """The named periods of a trial, in ms, in time order.
+
+    Args:
+        source: a record (its ``task_epochs`` and ``dt_ms`` attributes; a record of schema 1,
+            which has neither, the evidence task of its ``config`` attribute), a run folder
+            (:func:`task_info`), a ``task`` entry of run.json, or a run's resolved config
+            (:func:`evidence_info`).
+
+    Returns:
+        one :class:`Epoch` per period; a ``delay`` is added between the last cue and a recall
+        that starts later. Empty for a task without epochs (nothing to shade).
+    """
+    if isinstance(source, xr.Dataset):
+        attrs = source.attrs
+        if "task_epochs" in attrs:
+            steps, dt = json.loads(attrs["task_epochs"]), float(attrs.get("dt_ms", 1.0))
+        elif "config" in attrs:
+            info = evidence_info(json.loads(attrs["config"]))
+            steps, dt = info["epochs"], info["dt_ms"]
+        else:
+            return []
+    elif isinstance(source, dict):
+        info = source if "epochs" in source else evidence_info(source)
+        steps, dt = info.get("epochs") or [], float(info.get("dt_ms", 1.0))
+    else:
+        info = task_info(source)
+        steps, dt = info.get("epochs") or [], float(info.get("dt_ms", 1.0))
+    epochs = sorted(
+        (Epoch(str(name), float(a) * dt, float(b) * dt) for name, a, b in steps),
+        key=lambda ep: (ep.start, ep.stop),
+    )
+    cues = [ep for ep in epochs if ep.kind == "cue"]
+    recall = [ep for ep in epochs if ep.kind == "recall"]
+    if cues and recall and recall[0].start > cues[-1].stop:
+        epochs.insert(epochs.index(recall[0]), Epoch("delay", cues[-1].stop, recall[0].start))
     return epochs
 
 
 def shade_epochs(ax: Axes, epochs: Sequence[Epoch], alpha: float = 0.18) -> Axes:
-    """Lightly shade the cue windows and the recall behind the data of ``ax``."""
+    """Lightly shade the periods of ``epochs`` (not the waiting ones, :data:`UNSHADED`) behind
+    the data of ``ax``."""
     for ep in epochs:
-        if ep.kind != "delay":
+        if ep.kind not in UNSHADED:
             ax.axvspan(
-                ep.start, ep.stop, color=EPOCH_COLORS[ep.kind], alpha=alpha, linewidth=0, zorder=0
+                ep.start, ep.stop, color=epoch_color(ep.kind), alpha=alpha, linewidth=0, zorder=0
             )
     return ax
 
 
+def _fits(ax: Axes, text: str, width: float, span: float, fontsize: float = 8.0) -> bool:
+    """Whether ``text`` fits in ``width`` of ``span`` data units along the width of ``ax``."""
+    fig = ax.get_figure()
+    axes_in = ax.get_position().width * fig.get_figwidth()
+    return span > 0 and len(text) * 0.6 * fontsize / 72 < 0.95 * axes_in * width / span
+
+
 def epoch_bar(ax: Axes, epochs: Sequence[Epoch]) -> Axes:
-    """A thin timeline axis: a numbered box per cue window ("cues" written at the left), the
-    delay and the recall.
+    """A thin timeline axis: a numbered box per cue ("cues" written at the left), the other
+    periods as boxes named where the name fits (a key in the margin for the others).
 
     Meant for a short axes above (and sharing x with) the data axes; hides its y axis.
     """
     trans = blended_transform_factory(ax.transData, ax.transAxes)
+    span = max((ep.stop for ep in epochs), default=0.0) - min(
+        (ep.start for ep in epochs), default=0.0
+    )
     cues = [ep for ep in epochs if ep.kind == "cue"]
+    unnamed: dict[str, str] = {}
+    named: set[str] = set()
     for ep in epochs:
         ax.axvspan(
             ep.start,
             ep.stop,
             ymin=0.15,
             ymax=0.85,
-            facecolor=EPOCH_COLORS[ep.kind],
+            facecolor=epoch_color(ep.kind),
             edgecolor="#555555",
             linewidth=0.6,
-            alpha=0.7 if ep.kind != "delay" else 1,
+            alpha=0.7 if ep.kind not in UNSHADED else 1,
         )
     for k, ep in enumerate(cues, start=1):
-        ax.text(
-            0.5 * (ep.start + ep.stop),
-            0.5,
-            str(k),
-            transform=trans,
-            ha="center",
-            va="center",
-            fontsize="x-small",
-        )
+        number = re.search(r"(\d+)$", ep.name)
+        text = number.group(1) if number else str(k)
+        if _fits(ax, text, ep.stop - ep.start, span, 6.5):
+            ax.text(
+                0.5 * (ep.start + ep.stop),
+                0.5,
+                text,
+                transform=trans,
+                ha="center",
+                va="center",
+                fontsize="x-small",
+            )
     if cues:
         ax.text(
             -0.01, 0.5, "cues", transform=ax.transAxes, ha="right", va="center", fontsize="small"
         )
     for ep in epochs:
-        if ep.kind in ("delay", "recall"):
+        if ep.kind == "cue":
+            continue
+        if _fits(ax, ep.kind, ep.stop - ep.start, span):
+            named.add(ep.kind)
             ax.text(
                 0.5 * (ep.start + ep.stop),
                 0.5,
@@ -347,10 +504,72 @@ def epoch_bar(ax: Axes, epochs: Sequence[Epoch]) -> Axes:
                 va="center",
                 fontsize="small",
             )
+        else:
+            unnamed[ep.kind] = epoch_color(ep.kind)
+    key = {kind: color for kind, color in unnamed.items() if kind not in named}
+    if key:
+        from matplotlib.patches import Patch
+
+        ax.legend(
+            [Patch(facecolor=c, edgecolor="#555555", linewidth=0.6) for c in key.values()],
+            list(key),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            ncols=len(key),
+            fontsize="x-small",
+            handlelength=1.0,
+            columnspacing=0.8,
+            borderaxespad=0.2,
+        )
     ax.set_yticks([])
     ax.set_ylim(0, 1)
     sns.despine(ax=ax, left=True, bottom=True)
     ax.tick_params(axis="x", bottom=False, labelbottom=False)
+    return ax
+
+
+def loss_steps(ax: Axes, times: np.ndarray, mask: np.ndarray, color: str = "#808080") -> Axes:
+    """Mark the steps whose loss counts (``mask`` true) along the bottom of ``ax``: a bar per
+    stretch of steps, with a triangle over a stretch too short to see. Labelled ``"loss
+    counts"`` once (on a triangle when every stretch is short) for a legend."""
+    times, mask = np.asarray(times, dtype=float), np.asarray(mask).astype(bool)
+    if not mask.any():
+        return ax
+    dt = float(np.median(np.diff(times))) if times.size > 1 else 1.0
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    stretches = [
+        (times[a], times[b - 1] + dt) for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]
+    span = float(times[-1] - times[0] + dt) or 1.0
+    short = [(t1 - t0) / span < 0.01 for t0, t1 in stretches]
+    label = "loss counts"
+    bar_label = None if all(short) else label
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for (t0, t1), tiny in zip(stretches, short, strict=True):
+        ax.plot(
+            [t0, t1],
+            [0.03, 0.03],
+            transform=trans,
+            color=color,
+            linewidth=2.5,
+            label=bar_label,
+            solid_capstyle="butt",
+            clip_on=False,
+        )
+        bar_label = None
+        if tiny:
+            ax.plot(
+                [0.5 * (t0 + t1)],
+                [0.09],
+                transform=trans,
+                color=color,
+                marker="^",
+                markersize=4,
+                linestyle="none",
+                clip_on=False,
+                label=label if all(short) else None,
+            )
+            label = None if all(short) else label
     return ax
 
 
@@ -369,10 +588,14 @@ def zero_line(ax: Axes) -> Axes:
 # shared command-line and data helpers
 
 
+class FigureError(Exception):
+    """These runs cannot give this figure; the message says why, in one line."""
+
+
 def parser(doc: str | None, name: str) -> argparse.ArgumentParser:
-    """The common command line: ``RUN_OR_FOLDER... --out DIR``."""
+    """The common command line of figure ``name``: ``RUN_OR_FOLDER... --out DIR``."""
     ap = argparse.ArgumentParser(
-        prog=f"python analyses/{name}.py",
+        prog=f"python -m mdgl_analysis.analysis.figures.{name}",
         description=(doc or "").strip().splitlines()[0] if doc else None,
         epilog=(doc or "").strip().split("\n", 1)[-1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -393,16 +616,30 @@ def parser(doc: str | None, name: str) -> argparse.ArgumentParser:
 
 
 def runs_in(paths: Iterable[str | Path]) -> list[Path]:
-    """Every run folder in or under ``paths`` (:func:`mdgl_analysis.analysis.find_runs`); exits
-    with a message when there is none."""
+    """Every run folder in or under ``paths`` (:func:`mdgl_analysis.analysis.find_runs`).
+
+    Raises:
+        FigureError: a path does not exist, or there is no run folder.
+    """
     paths = list(paths)
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
-        sys.exit(f"error: no such file or folder: {', '.join(missing)}")
+        raise FigureError(f"no such file or folder: {', '.join(missing)}")
     runs = analysis.find_runs(paths)
     if not runs:
-        sys.exit(f"error: no run folder (with run.json) in {', '.join(map(str, paths))}")
+        raise FigureError(f"no run folder (with run.json) in {', '.join(map(str, paths))}")
     return runs
+
+
+def note(message: str) -> None:
+    """Tell the user, in one line on stderr, what a figure left out and why."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def fail(err: FigureError) -> int:
+    """Print ``error: <message>`` on stderr; returns the exit status 1."""
+    print(f"error: {err}", file=sys.stderr)
+    return 1
 
 
 def run_key(run: str | Path) -> tuple[str, int]:
@@ -548,11 +785,13 @@ def trained_with_text(trained_with: str) -> str:
 
 
 def finish(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Save ``fig`` as PNG and PDF, close it, print and return the written paths."""
+    """Save ``fig`` as PNG and PDF, close it (if pyplot holds it), print and return the
+    written paths."""
     paths = save(fig, out_dir, name)
-    import matplotlib.pyplot as plt  # after the scripts chose their backend
+    if "matplotlib.pyplot" in sys.modules:
+        import matplotlib.pyplot as plt
 
-    plt.close(fig)
+        plt.close(fig)
     for path in paths:
         print(path)
     return paths

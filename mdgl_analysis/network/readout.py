@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 METRICS = {"cross_entropy": "accuracy", "mse": "nmse"}
-"""The metric of each loss: accuracy of the masked steps; normalised MSE (squared error over the
-masked steps divided by the target's variance around its mean over those steps, per output)."""
+"""The metric of each loss: accuracy of the masked steps; normalised MSE (the squared error summed
+over the masked steps and the outputs, divided by the target's squared deviation from its mean
+over those steps, each output around its own mean, summed likewise)."""
 
 _BLOCK = 32  # steps per block of the exponential filter
 
