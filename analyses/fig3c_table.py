@@ -1,6 +1,10 @@
 """The Fig. 3C results table: validation loss and accuracy per rule at checkpoints, over seeds.
 
     python analyses/fig3c_table.py RUN_OR_FOLDER... [--checkpoints 100,200,300] [--out DIR]
+                                   [--prefix NAME]
+
+Any task's sweep works: the metric is the task's (``accuracy`` for cross-entropy, ``nmse`` for
+MSE tasks, as in the runs' metrics), and the paper's values appear for the evidence task only.
 
 For each rule (from each run's config) and checkpoint k: the mean over the last five validation
 points up to k (k-40, ..., k, i.e. the paper's 5-point smoothing ending at k) of every run that
@@ -8,7 +12,7 @@ reached k (an interrupted run counts up to where it got; n is shown when not eve
 the mean and std (ddof = 1) over runs. Also the wall-clock seconds per training iteration of each
 rule (median over its runs of the last stretch each trained, from run.json), and the paper's values
 at iteration 2000 (spec section G). Writes fig3c_table.csv, fig3c_table.md and the metrics behind
-them, fig3c_metrics.csv.gz, into DIR (default analyses/results).
+them, fig3c_metrics.csv.gz, into DIR (default analyses/results); ``--prefix`` renames them.
 """
 
 from __future__ import annotations
@@ -38,9 +42,25 @@ def seconds_per_iteration(run: Path) -> float:
     return (end - start).total_seconds() / max(1, meta["iteration"] - last["from_iteration"])
 
 
+def metric_of(metrics: pd.DataFrame) -> str:
+    """The task's metric in these runs' metrics: ``nmse`` (MSE tasks) or ``accuracy``."""
+    return "nmse" if (metrics.name == "nmse").any() else "accuracy"
+
+
+def is_evidence(runs: list[Path]) -> bool:
+    """Every run trained the paper's task (run.json's task, or no task entry: older runs)."""
+    names = {
+        json.loads((r / "run.json").read_text()).get("task", {}).get("name", "evidence")
+        for r in runs
+    }
+    return names == {"evidence"}
+
+
 def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
     """Per rule and checkpoint k, over the runs that reached k (validated at k)."""
     metrics = A.load_metrics(runs)
+    metric = metric_of(metrics)
+    paper = PAPER if is_evidence(runs) else {}
     val = metrics[metrics.split == "val"]
     rows = []
     for rule, by_rule in val.groupby("rule", sort=False):
@@ -49,7 +69,7 @@ def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
         for k in checkpoints:
             reached = by_rule[(by_rule.name == "loss") & (by_rule.iteration == k)].run.unique()
             row[f"n@{k}"] = len(reached)
-            for name in ("loss", "accuracy"):
+            for name in ("loss", metric):
                 sel = by_rule[
                     (by_rule.name == name)
                     & (by_rule.iteration > k - 50)
@@ -64,7 +84,7 @@ def table(runs: list[Path], checkpoints: list[int]) -> pd.DataFrame:
         # the median over runs: robust to a run slowed by whatever else shared the machine
         row["s/iteration"] = pd.Series([seconds_per_iteration(Path(r)) for r in rule_runs]).median()
         for name in ("loss", "accuracy"):
-            row[f"paper {name}@2000"] = PAPER.get(rule, {}).get(name)
+            row[f"paper {name}@2000"] = paper.get(rule, {}).get(name)
         rows.append(row)
     order = {r: i for i, r in enumerate(["bptt", "mdgl", "eprop"])}
     return pd.DataFrame(rows).sort_values("rule", key=lambda s: s.map(order)).reset_index(drop=True)
@@ -80,7 +100,7 @@ def metrics_table(runs: list[Path]) -> pd.DataFrame:
     keep = (
         (metrics.split == "val")
         | metrics.name.str.startswith("cos_")
-        | (metrics.name.isin(["loss", "accuracy"]) & (metrics.iteration % step == 0))
+        | (metrics.name.isin(["loss", metric_of(metrics)]) & (metrics.iteration % step == 0))
     )
     out = metrics[keep].copy()
     out["run"] = [Path(r).name for r in out["run"]]
@@ -88,23 +108,27 @@ def metrics_table(runs: list[Path]) -> pd.DataFrame:
 
 
 def markdown(df: pd.DataFrame, checkpoints: list[int]) -> str:
+    metric = "nmse" if any(c.startswith("nmse@") for c in df.columns) else "accuracy"
+    paper = df["paper loss@2000"].notna().any()
     head = (
         ["rule", "runs"]
         + [f"val loss @{k}" for k in checkpoints]
-        + [f"val accuracy @{k}" for k in checkpoints]
-        + ["paper loss / accuracy @2000", "s / iteration"]
+        + [f"val {metric} @{k}" for k in checkpoints]
+        + (["paper loss / accuracy @2000"] if paper else [])
+        + ["s / iteration"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
         cells = [LABELS.get(r["rule"], r["rule"]), str(r["runs"])]
-        for name in ("loss", "accuracy"):
+        for name in ("loss", metric):
             for k in checkpoints:
                 m, s = r.get(f"{name}@{k} mean"), r.get(f"{name}@{k} std")
                 n = r.get(f"n@{k}")
                 runs = "" if n == r["runs"] else f" (n={n})"
                 cells.append("" if pd.isna(m) else f"{m:.3f} ± {s:.3f}{runs}")
-        p_loss, p_acc = r["paper loss@2000"], r["paper accuracy@2000"]
-        cells.append("" if pd.isna(p_loss) else f"{p_loss:.2f} / {p_acc:.2f}")
+        if paper:
+            p_loss, p_acc = r["paper loss@2000"], r["paper accuracy@2000"]
+            cells.append("" if pd.isna(p_loss) else f"{p_loss:.2f} / {p_acc:.2f}")
         cells.append("—" if pd.isna(r["s/iteration"]) else f"{r['s/iteration']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -115,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--checkpoints", default="100,200,300")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--prefix", default="fig3c", help="file names PREFIX_table.csv, ...")
     args = ap.parse_args(argv)
     checkpoints = [int(k) for k in args.checkpoints.split(",")]
     runs = A.find_runs(args.runs)
@@ -125,12 +150,13 @@ def main(argv: list[str] | None = None) -> None:
     df = table(runs, checkpoints)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "fig3c_table.csv", index=False)
-    metrics_table(runs).to_csv(out / "fig3c_metrics.csv.gz", index=False)
+    name = args.prefix
+    df.to_csv(out / f"{name}_table.csv", index=False)
+    metrics_table(runs).to_csv(out / f"{name}_metrics.csv.gz", index=False)
     md = markdown(df, checkpoints)
-    (out / "fig3c_table.md").write_text(md)
+    (out / f"{name}_table.md").write_text(md)
     print(md)
-    print(f"wrote fig3c_table.csv, fig3c_table.md and fig3c_metrics.csv.gz into {out}")
+    print(f"wrote {name}_table.csv, {name}_table.md and {name}_metrics.csv.gz into {out}")
 
 
 if __name__ == "__main__":
