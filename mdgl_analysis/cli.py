@@ -176,6 +176,7 @@ def describe(run: RunFolder) -> str:
         f"run       {run.path}",
         f"status    {status}",
         f"rule      {meta['rule']}   seed {meta['seed']}   device {meta['device']}",
+        *_describe_task(meta),
         f"progress  {meta['iteration']} / {meta['iterations']} iterations",
         f"started   {meta['started']}   ended {meta['ended']}",
         f"git       {meta['git']['commit']}{' (dirty)' if meta['git']['dirty'] else ''}",
@@ -197,6 +198,16 @@ def describe(run: RunFolder) -> str:
     lines.append(f"checkpoints {len(ckpts)}" + (f", latest {ckpts[-1].name}" if ckpts else ""))
     lines.append(f"metrics   {run.metrics_path} ({len(rows)} rows)")
     return "\n".join(lines)
+
+
+def _describe_task(meta: dict) -> list[str]:
+    task = meta.get("task")
+    if not isinstance(task, dict):
+        return []
+    return [
+        f"task      {task.get('name')}   loss {task.get('loss')} (metric {task.get('metric')})   "
+        f"{task.get('n_in')} inputs, {task.get('n_out')} outputs, {task.get('n_steps')} steps"
+    ]
 
 
 def _describe_records(run: RunFolder) -> list[str]:
