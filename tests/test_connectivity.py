@@ -31,7 +31,7 @@ def test_balanced_dense_matrix_has_zero_column_sums_and_spectral_radius_one():
 
 
 def test_paper_initialisation_statistics_over_seeds():
-    cfg = PRESETS["paper"].network
+    cfg = PRESETS["paper"].sized_network
     counts = {"in": [], "rec": [], "out": []}
     for seed in range(10):
         c = initial_connectivity(cfg, torch.Generator().manual_seed(seed))
@@ -57,7 +57,7 @@ def test_paper_initialisation_statistics_over_seeds():
 
 
 def test_input_signs_are_shuffled_by_the_seed():
-    cfg = PRESETS["paper"].network
+    cfg = PRESETS["paper"].sized_network
     a = initial_connectivity(cfg, torch.Generator().manual_seed(0)).input_inhibitory
     b = initial_connectivity(cfg, torch.Generator().manual_seed(1)).input_inhibitory
     assert not torch.equal(a, b)
@@ -65,7 +65,7 @@ def test_input_signs_are_shuffled_by_the_seed():
 
 
 def test_same_seed_gives_the_same_network():
-    cfg = PRESETS["paper"].network
+    cfg = PRESETS["paper"].sized_network
     a = initial_connectivity(cfg, torch.Generator().manual_seed(5))
     b = initial_connectivity(cfg, torch.Generator().manual_seed(5))
     for x, y in zip(a, b, strict=True):
@@ -75,7 +75,7 @@ def test_same_seed_gives_the_same_network():
 def test_an_input_layer_too_small_for_inhibitory_channels_is_all_excitatory_and_finite():
     from dataclasses import replace
 
-    cfg = replace(PRESETS["paper"].network, n_in=3)
+    cfg = replace(PRESETS["paper"].sized_network, n_in=3)
     conn = initial_connectivity(cfg, torch.Generator().manual_seed(0))
     assert not conn.input_inhibitory.any()
     assert torch.isfinite(conn.theta_in).all() and (conn.theta_in >= 0).all()

@@ -25,7 +25,7 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -640,6 +640,17 @@ def fail(err: FigureError) -> int:
     """Print ``error: <message>`` on stderr; returns the exit status 1."""
     print(f"error: {err}", file=sys.stderr)
     return 1
+
+
+def draw(make: Callable[[], Figure], out_dir: str | Path, name: str) -> int:
+    """A figure script's ending: ``make()`` the figure and :func:`finish` it (status 0), or
+    :func:`fail` in one line when the runs cannot give it (status 1)."""
+    try:
+        fig = make()
+    except FigureError as err:
+        return fail(err)
+    finish(fig, out_dir, name)
+    return 0
 
 
 def run_key(run: str | Path) -> tuple[str, int]:

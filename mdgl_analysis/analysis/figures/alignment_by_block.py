@@ -168,14 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-iteration", type=int, help="average only from this iteration on")
     ap.add_argument("--max-iteration", type=int, help="average only up to this iteration")
     args = ap.parse_args(argv)
-    try:
-        fig = plot(
+    return plotting.draw(
+        lambda: plot(
             plotting.runs_in(args.paths), args.trained_with, args.min_iteration, args.max_iteration
-        )
-    except plotting.FigureError as err:
-        return plotting.fail(err)
-    plotting.finish(fig, args.out, NAME)
-    return 0
+        ),
+        args.out,
+        NAME,
+    )
 
 
 if __name__ == "__main__":

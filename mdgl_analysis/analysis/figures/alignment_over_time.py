@@ -206,12 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in matrices if m not in ("rec", "in")]
     if bad or not matrices:
         ap.error(f"--matrix {args.matrix!r}: allowed rec, in")
-    try:
-        fig = plot(plotting.runs_in(args.paths), args.window_ms, args.trained_with, matrices)
-    except plotting.FigureError as err:
-        return plotting.fail(err)
-    plotting.finish(fig, args.out, NAME)
-    return 0
+    return plotting.draw(
+        lambda: plot(plotting.runs_in(args.paths), args.window_ms, args.trained_with, matrices),
+        args.out,
+        NAME,
+    )
 
 
 if __name__ == "__main__":

@@ -111,12 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = plotting.parser(__doc__, NAME)
     ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())
     args = ap.parse_args(argv)
-    try:
-        fig = plot(plotting.runs_in(args.paths), args.trained_with)
-    except plotting.FigureError as err:
-        return plotting.fail(err)
-    plotting.finish(fig, args.out, NAME)
-    return 0
+    return plotting.draw(
+        lambda: plot(plotting.runs_in(args.paths), args.trained_with), args.out, NAME
+    )
 
 
 if __name__ == "__main__":

@@ -259,12 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         help="moving-average width in validation points (default 5; 1 = none)",
     )
     args = ap.parse_args(argv)
-    try:
-        fig = plot(plotting.runs_in(args.paths), args.smooth)
-    except plotting.FigureError as err:
-        return plotting.fail(err)
-    plotting.finish(fig, args.out, NAME)
-    return 0
+    return plotting.draw(lambda: plot(plotting.runs_in(args.paths), args.smooth), args.out, NAME)
 
 
 if __name__ == "__main__":

@@ -571,21 +571,15 @@ def main(argv: list[str] | None = None) -> int:
         "--outputs", type=int, default=3, help="readout outputs shown for an MSE task (default 3)"
     )
     args = ap.parse_args(argv)
-    try:
+    signals = [s for s in args.signals.split(",") if s]
+
+    def make():
         run = choose_run(plotting.runs_in(args.paths), args.rule, args.seed)
-        fig = plot(
-            run,
-            args.iteration,
-            args.trial,
-            [s for s in args.signals.split(",") if s],
-            args.cells,
-            args.synapses,
-            args.outputs,
+        return plot(
+            run, args.iteration, args.trial, signals, args.cells, args.synapses, args.outputs
         )
-    except plotting.FigureError as err:
-        return plotting.fail(err)
-    plotting.finish(fig, args.out, NAME)
-    return 0
+
+    return plotting.draw(make, args.out, NAME)
 
 
 if __name__ == "__main__":
