@@ -299,3 +299,11 @@ def test_a_write_failing_mid_record_removes_the_partial_file_and_fails_the_run(
     assert [iteration_of(f) for f in record_files(run.path)] == [0]
     assert not list((run.path / "records").glob("*.tmp"))
     assert max(recompute(record_files(run.path)[0]).values()) < 1e-6  # the earlier one is intact
+
+
+def test_a_schema_1_record_of_the_pre_plugin_code_still_verifies():
+    """tests/data/schema1_record.h5: written by commit 0eb0727 (one target per trial, no mask)."""
+    path = Path(__file__).parent / "data" / "schema1_record.h5"
+    errors = recompute(path)
+    assert max(errors.values()) < 1e-6 and len(errors) == 12
+    assert max(contract(path).values()) < 1e-6

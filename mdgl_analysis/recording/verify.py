@@ -59,11 +59,11 @@ def recompute(path: str | Path) -> dict[str, float]:
                 "adaptive",
                 "x",
                 target_name,
-                "mask",
                 "grad_rec",
                 "grad_in",
             )
         }
+        t["mask"] = torch.as_tensor(f["mask"][()]) if "mask" in f else None
         inhibitory = torch.as_tensor(np.array([c == b"I" or c == "I" for c in f["cell_type"][()]]))
         rules = [r.decode() if isinstance(r, bytes) else str(r) for r in f["rule"][()]]
     runtime.configure(cfg.run.threads)  # the same float path as the training process
@@ -77,7 +77,13 @@ def recompute(path: str | Path) -> dict[str, float]:
         Weights(w_in, w_rec, t["w_out"].to(dtype), t["b_out"].to(dtype)), params, inhibitory
     )
     target = t[target_name].long() if loss_kind == "cross_entropy" else t[target_name].to(dtype)
-    batch = TaskBatch(t["x"].to(dtype), target, t["mask"].bool())
+    mask = t["mask"]
+    if mask is None:  # schema 1: the evidence task, one target per trial read at the last step
+        n_steps = t["x"].shape[0]
+        target = target.expand(n_steps, -1)
+        mask = torch.zeros(n_steps, target.shape[1], dtype=torch.bool)
+        mask[-1] = True
+    batch = TaskBatch(t["x"].to(dtype), target, mask.bool())
     fwd = forward(snap, batch, loss_of(cfg, loss_kind), lean=True)
     errors = {}
     for i, rule in enumerate(rules):
