@@ -13,6 +13,7 @@ import hashlib
 import os
 import signal
 import socket
+import sys
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from mdgl_analysis.rules import check_rules, get_rule
 from mdgl_analysis.tasks import TaskBatch, draw
 from mdgl_analysis.training.compare import same_batch
 from mdgl_analysis.training.optim import TFAdam, apply_update
-from mdgl_analysis.training.runs import RunFolder, now, pid_alive
+from mdgl_analysis.training.runs import RunFolder, RunFolderError, now, pid_alive
 
 GENERATORS = ("task", "val", "rewire")
 
@@ -248,7 +249,8 @@ def start(
     trainer = Trainer(cfg, device)
     trainer.probe()
     run = RunFolder.create(out, cfg, command, str(device))
-    return run, run_training(run, trainer, progress)
+    with run.lock():
+        return run, run_training(run, trainer, progress)
 
 
 class ResumeError(RuntimeError):
@@ -266,6 +268,35 @@ def resume(
     run = RunFolder(path)
     if not run.exists():
         raise ResumeError(f"{str(path)!r} is not a run folder (no {run.json_path.name})")
+    with run.lock():
+        return _resume(run, iterations, progress)
+
+
+def _latest_intact(run: RunFolder, trainer: Trainer) -> Path:
+    """Load the newest checkpoint that loads safely into ``trainer``; a damaged newer one is kept
+    as ``*.damaged`` and named on stderr. ResumeError when none is intact."""
+    problems: list[str] = []
+    for ckpt in reversed(run.checkpoints()):
+        try:
+            trainer.load_state(run.load_checkpoint(ckpt, trainer.device))
+        except (RunFolderError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            problems.append(f"{ckpt.name} ({str(err).split(': ', 1)[-1]})")
+            ckpt.rename(ckpt.with_name(ckpt.name + ".damaged"))
+            continue
+        if problems:
+            print(
+                f"mdgl: warning: damaged checkpoint(s) kept as *.damaged: {'; '.join(problems)}; "
+                f"resuming from {ckpt.name}",
+                file=sys.stderr,
+            )
+        return ckpt
+    if problems:
+        raise ResumeError(f"run {str(run.path)!r} has no intact checkpoint: {'; '.join(problems)}")
+    raise ResumeError(f"run {str(run.path)!r} has no checkpoint to resume from")
+
+
+def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[RunFolder, str]:
+    path = run.path
     meta = run.meta()
     if (
         meta["status"] == "running"
@@ -273,8 +304,7 @@ def resume(
         and meta.get("host") == socket.gethostname()
     ):
         raise ResumeError(f"run {str(path)!r} is still running (pid {meta['pid']})")
-    ckpt = run.latest_checkpoint()
-    if ckpt is None:
+    if run.latest_checkpoint() is None:
         raise ResumeError(f"run {str(path)!r} has no checkpoint to resume from")
     cfg = run.config()
     if iterations is not None:
@@ -284,7 +314,7 @@ def resume(
     runtime.configure(cfg.run.threads)
     device = runtime.resolve_device(cfg.run.device)
     trainer = Trainer(cfg, device)
-    trainer.load_state(torch.load(ckpt, map_location=device, weights_only=False))
+    ckpt = _latest_intact(run, trainer)
     if trainer.iteration > cfg.train.iterations:
         raise ResumeError(
             f"--iterations {cfg.train.iterations} is below the checkpoint's iteration "

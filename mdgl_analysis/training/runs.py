@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import fcntl
 import io
 import json
 import os
@@ -216,6 +217,44 @@ class RunFolder:
         torch.save(state, buf)
         atomic_write(path, buf.getvalue())
         return path
+
+    def load_checkpoint(self, path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+        """A checkpoint's state, unpickled with ``weights_only=True``: tensors, numbers, strings
+        and plain containers only, so a crafted file cannot run code; RunFolderError (one line)
+        when it cannot be read that way."""
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any damage: say which file and why, in one line
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise RunFolderError(
+                f"checkpoint {str(path)!r} cannot be loaded safely: {type(err).__name__}: {reason}"
+            ) from None
+        if not isinstance(state, dict) or "iteration" not in state:
+            raise RunFolderError(f"checkpoint {str(path)!r} is not a training state")
+        return state
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run's writer lock (``fcntl.flock`` on the run folder itself, so taking it
+        writes nothing): one process at a time trains or resumes a run; a second one stops at
+        once with one line naming the holder (from ``run.json``)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = "see its run.json"
+            with contextlib.suppress(RunFolderError, OSError):
+                meta = self.meta()
+                holder = f"pid {meta.get('pid')} on {meta.get('host')}"
+            raise RunFolderError(
+                f"run {str(self.path)!r} is in use by another process ({holder}): one process "
+                "at a time trains or resumes a run"
+            ) from None
+        try:
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
 
     def checkpoints(self) -> list[Path]:
         return sorted(self.checkpoint_dir.glob("ckpt_*.pt"))
