@@ -19,6 +19,7 @@ from mdgl_analysis.training.loop import ResumeError, TrainingError
 from mdgl_analysis.training.runs import RunFolder, RunFolderError, command_line, pid_alive
 
 EXIT_USAGE = 2
+EXIT_OF_STATUS = {"completed": 0, "interrupted": 130, "diverged": 1}
 TASK_HELP = (
     "the task (task.name): evidence, pattern, neurogym:ENV or FILE.py:CLASS; its parameters "
     "with --set task.NAME=VALUE"
@@ -137,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         set=args.set,
     )
     _report(run.folder, run.status)
-    return 0 if run.status == "completed" else 130
+    return EXIT_OF_STATUS.get(run.status, 1)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -145,7 +146,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     run = api.resume(args.run, args.iterations, progress=not args.no_progress)
     _report(run.folder, run.status)
-    return 0 if run.status == "completed" else 130
+    return EXIT_OF_STATUS.get(run.status, 1)
 
 
 def _report(run: RunFolder, status: str) -> None:
@@ -183,6 +184,9 @@ def describe(run: RunFolder) -> str:
     ]
     if meta.get("error"):
         lines.append(f"error     {meta['error']}")
+    if meta.get("diverged"):
+        d = meta["diverged"]
+        lines.append(f"diverged  at iteration {d.get('iteration')}: {d.get('reason')}")
     rows = run.read_metrics()
     for split in ("val", "train"):
         last: dict[str, tuple[int, float]] = {}

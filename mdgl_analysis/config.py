@@ -84,6 +84,13 @@ class TrainConfig:
     reg_target_hz: float = 10.0
     compare_every: int = 0  # same-batch gradient alignment with BPTT every k iterations (0: off)
     compare_rules: str = "eprop,mdgl,mdgl_exact"  # comma-separated rules compared with BPTT
+    # divergence: a validation loss above divergence_loss_ratio x the first one, or a mean rate
+    # above divergence_rate_hz, at divergence_patience validation points in a row (a non-finite
+    # loss at once) flags the run; stop_on_divergence stops it there (status "diverged")
+    stop_on_divergence: bool = True
+    divergence_loss_ratio: float = 5.0
+    divergence_rate_hz: float = 100.0
+    divergence_patience: int = 20
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,7 @@ def validate(cfg: Config, resolve_task: bool = True) -> Config:
         ("train.batch", train.batch),
         ("train.val_batch", train.val_batch),
         ("train.val_every", train.val_every),
+        ("train.divergence_patience", train.divergence_patience),
         ("train.lr_decay_every", train.lr_decay_every),
         ("run.threads", run.threads),
         ("run.checkpoint_every", run.checkpoint_every),
@@ -215,6 +223,8 @@ def validate(cfg: Config, resolve_task: bool = True) -> Config:
         ("network.tau_a", net.tau_a),
         ("network.v_th", net.v_th),
         ("train.lr", train.lr),
+        ("train.divergence_loss_ratio", train.divergence_loss_ratio),
+        ("train.divergence_rate_hz", train.divergence_rate_hz),
         ("train.adam_eps", train.adam_eps),
         ("train.reconnect_eps", train.reconnect_eps),
     ]:
@@ -481,6 +491,10 @@ def _set_task(cfg: Config, name: str, value: Any) -> Config:
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool and isinstance(value, str):
+        text = value.strip().lower()
+        _check(text in ("true", "false"), key, value, "true or false")
+        return text == "true"
     if isinstance(value, str) and kind is not str:
         text = value.strip()
         try:
@@ -499,7 +513,7 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         return float(value)
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    expected = {int: "an integer", float: "a number", str: "a string"}[kind]
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float:
         ok = isinstance(value, float)

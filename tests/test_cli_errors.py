@@ -170,6 +170,13 @@ CASES = {
     ),
     "task-dt-differs": Case(train("--set", "network.dt=0.5"), ["task.dt = 1.0", "network.dt"]),
     "unknown-neurogym-env": Case(train_task("--task", "neurogym:Nope-v0"), ["Nope-v0"]),
+    "bad-boolean": Case(
+        train("--set", "train.stop_on_divergence=maybe"),
+        ["train.stop_on_divergence", "'maybe'", "true or false"],
+    ),
+    "zero-divergence-patience": Case(
+        train("--set", "train.divergence_patience=0"), ["train.divergence_patience", "0"]
+    ),
     "unknown-command": Case(["nope"], ["'nope'", "train"], argparse=True),
     "no-command": Case([], ["command"], argparse=True),
     "info-not-a-run": Case(

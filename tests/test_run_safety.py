@@ -92,3 +92,44 @@ def test_the_lock_is_released_when_a_run_ends(run):
     time.sleep(0.01)
     with RunFolder(run).lock():  # a second taker succeeds once the first let go
         pass
+
+
+DIVERGING = [
+    "train",
+    *FAST,
+    "--set",
+    "train.lr=1000",
+    "--set",
+    "train.val_every=2",
+    "--set",
+    "train.divergence_patience=3",
+    "--iterations",
+    "60",
+    "--no-progress",
+]
+
+
+def test_a_diverging_run_is_flagged_and_stopped_with_its_checkpoints_intact(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main([*DIVERGING, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "diverges at iteration" in err and "stopped" in err
+    folder = RunFolder(out)
+    meta = folder.meta()
+    assert meta["status"] == "diverged" and meta["iteration"] < 60
+    assert "validation loss" in meta["diverged"]["reason"]
+    for ckpt in folder.checkpoints():
+        folder.load_checkpoint(ckpt)  # intact
+    main(["info", str(out)])
+    assert "diverged  at iteration" in capsys.readouterr().out
+
+
+def test_a_sane_run_is_not_flagged_and_flagging_can_leave_a_run_going(tmp_path, capsys):
+    sane = tmp_path / "s"
+    argv = ["train", *FAST, "--iterations", "6", "--no-progress", "--out", str(sane)]
+    assert main(argv) == 0 and "diverged" not in RunFolder(sane).meta()
+    going = tmp_path / "g"
+    argv = [*DIVERGING, "--set", "train.stop_on_divergence=false", "--out", str(going)]
+    assert main(argv) == 0
+    meta = RunFolder(going).meta()
+    assert meta["status"] == "completed" and meta["iteration"] == 60 and meta["diverged"]

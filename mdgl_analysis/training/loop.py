@@ -10,6 +10,7 @@ iteration k, so resuming from one replays exactly what an uninterrupted run woul
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import signal
 import socket
@@ -187,11 +188,51 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+class Divergence:
+    """Watches the validation rows for a run leaving a sane range (``train.divergence_*``): the
+    loss above ``divergence_loss_ratio`` x the first validation loss, or the mean firing rate
+    above ``divergence_rate_hz``, at ``divergence_patience`` validation points in a row; a
+    non-finite loss at once. Built from the metrics already written, so a resumed run goes on
+    counting where it was."""
+
+    def __init__(self, cfg: Config, rows: list[dict[str, Any]] = ()):
+        self.train = cfg.train
+        self.first: float | None = None
+        self.streak = 0
+        for row in rows:
+            if row["split"] == "val" and row["name"] in ("loss", "rate_hz"):
+                self.update([(row["iteration"], "val", row["name"], row["value"])])
+
+    def update(self, rows: list[tuple[int, str, str, float]]) -> str | None:
+        """Feed one iteration's rows; returns why the run diverges, or None."""
+        val = {name: value for _, split, name, value in rows if split == "val"}
+        if "loss" not in val:
+            return None
+        loss, rate = val["loss"], val.get("rate_hz", 0.0)
+        if not math.isfinite(loss):
+            return f"validation loss {loss}"
+        if self.first is None:
+            self.first = loss
+        high_loss = loss > self.train.divergence_loss_ratio * self.first
+        high_rate = rate > self.train.divergence_rate_hz
+        self.streak = self.streak + 1 if (high_loss or high_rate) else 0
+        if self.streak < self.train.divergence_patience:
+            return None
+        what = (
+            f"validation loss {loss:.4g} > {self.train.divergence_loss_ratio:g} x the first "
+            f"({self.first:.4g})"
+            if high_loss
+            else f"mean rate {rate:.1f} Hz > {self.train.divergence_rate_hz:g} Hz"
+        )
+        return f"{what} at {self.streak} validation points in a row"
+
+
 def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str:
     """Train until ``cfg.train.iterations``, writing metrics and checkpoints into ``run``.
 
-    Returns the final status (``completed`` or ``interrupted``); raises :class:`TrainingError`
-    after marking the run ``failed``.
+    Returns the final status (``completed``, ``interrupted``, or ``diverged`` when
+    ``train.stop_on_divergence`` stopped it, its checkpoints intact); raises
+    :class:`TrainingError` after marking the run ``failed``.
     """
     cfg = trainer.cfg
     total = cfg.train.iterations
@@ -201,12 +242,29 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
         total=total, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True
     )
     status = "completed"
+    watch = Divergence(cfg, run.read_metrics())
+    flagged = False
     try:
         with _StopFlag() as flag:
             while trainer.iteration < total:
                 rows = []
                 if trainer.iteration % cfg.train.val_every == 0:
                     rows += trainer.validate()
+                    reason = watch.update(rows)
+                    if reason and not flagged:
+                        flagged = True
+                        stop = cfg.train.stop_on_divergence
+                        print(
+                            f"mdgl: warning: run {run.path} diverges at iteration "
+                            f"{trainer.iteration}: {reason}"
+                            + ("; stopped (train.stop_on_divergence)" if stop else ""),
+                            file=sys.stderr,
+                        )
+                        run.update_meta(diverged={"iteration": trainer.iteration, "reason": reason})
+                        if stop:
+                            run.append_metrics(rows)
+                            status = "diverged"
+                            break
                 rows += trainer.step(recorder)
                 run.append_metrics(rows)
                 done = trainer.iteration

@@ -31,7 +31,7 @@ RUN_JSON = "run.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 METRICS_HEADER = ("iteration", "split", "name", "value")
-STATUSES = ("running", "completed", "failed", "interrupted")
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 
 
 def now() -> str:
