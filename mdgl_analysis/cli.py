@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from pathlib import Path
 
@@ -241,6 +242,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from mdgl_analysis.recording.readers import record_files
     from mdgl_analysis.recording.verify import verify_file
 
+    if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
+        return _fail(f"--tolerance {args.tolerance!r} is not allowed: a finite number >= 0")
     path = Path(args.run)
     files = [path] if path.is_file() else record_files(path)
     if not files:
@@ -274,8 +277,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _fail(f"--out {args.out!r}: the file must end in .csv or .nc")
     if args.workers is not None and args.workers < 1:
         return _fail(f"--workers {args.workers}: an integer >= 1")
-    if args.window_ms <= 0:
-        return _fail(f"--window-ms {args.window_ms:g}: a number > 0")
+    if not (math.isfinite(args.window_ms) and args.window_ms > 0):
+        return _fail(f"--window-ms {args.window_ms!r} is not allowed: a finite number > 0")
     runs = analysis.find_runs(args.runs)
     runs = [r for r in runs if record_files(r)]
     if not runs:

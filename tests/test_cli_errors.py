@@ -82,6 +82,30 @@ def task_files(tmp):
     )
 
 
+def garbage_metrics(tmp):
+    with open(tmp / "r" / "metrics.csv", "a") as f:
+        f.write("this is not a metric row\n")
+
+
+def incomplete_run_json(tmp):
+    import json
+
+    path = tmp / "r" / "run.json"
+    meta = json.loads(path.read_text())
+    del meta["rule"], meta["git"]
+    path.write_text(json.dumps(meta))
+
+
+def edited_rule(tmp):
+    path = tmp / "r" / "config.toml"
+    path.write_text(path.read_text().replace('rule = "bptt"', 'rule = "eprop"'))
+
+
+def edited_sizes(tmp):
+    path = tmp / "r" / "config.toml"
+    path.write_text(path.read_text().replace("n_regular = 50", "n_regular = 40"))
+
+
 def not_a_run(tmp):
     folder = tmp / "notarun"
     folder.mkdir()
@@ -176,6 +200,50 @@ CASES = {
     ),
     "zero-divergence-patience": Case(
         train("--set", "train.divergence_patience=0"), ["train.divergence_patience", "0"]
+    ),
+    "verify-tolerance-nan": Case(
+        ["verify", RUN, "--tolerance", "nan"], ["--tolerance nan", "finite"], tiny_run=True
+    ),
+    "verify-tolerance-negative": Case(
+        ["verify", RUN, "--tolerance", "-1"], ["--tolerance -1.0", ">= 0"], tiny_run=True
+    ),
+    "analyze-window-nan": Case(
+        ["analyze", "alignment", RUN, "--by", "time", "--window-ms", "nan"],
+        ["--window-ms nan", "finite"],
+        tiny_run=True,
+    ),
+    "sweep-open-seed-range": Case(
+        ["sweep", "demo", "--seeds", "1-", "--out", OUT], ["--seeds '1-'", "A-B"]
+    ),
+    "sweep-reversed-seed-range": Case(
+        ["sweep", "demo", "--seeds", "5-1", "--out", OUT], ["--seeds '5-1'"]
+    ),
+    "info-garbage-in-metrics": Case(
+        ["info", RUN],
+        ["metrics.csv", "line", "not iteration,split,name,value"],
+        setup=garbage_metrics,
+        tiny_run=True,
+    ),
+    "resume-garbage-in-metrics": Case(
+        ["resume", "--no-progress", "--iterations", "3", RUN],
+        ["metrics.csv", "not iteration,split,name,value"],
+        setup=garbage_metrics,
+        tiny_run=True,
+    ),
+    "info-incomplete-run-json": Case(
+        ["info", RUN], ["run.json", "lacks rule, git"], setup=incomplete_run_json, tiny_run=True
+    ),
+    "resume-edited-rule": Case(
+        ["resume", "--no-progress", "--iterations", "3", RUN],
+        ["train.rule = 'eprop'", "trained with 'bptt'"],
+        setup=edited_rule,
+        tiny_run=True,
+    ),
+    "resume-edited-sizes": Case(
+        ["resume", "--no-progress", "--iterations", "3", RUN],
+        ["ckpt_000002.pt does not fit", "config.toml", "edited"],
+        setup=edited_sizes,
+        tiny_run=True,
     ),
     "unknown-command": Case(["nope"], ["'nope'", "train"], argparse=True),
     "no-command": Case([], ["command"], argparse=True),
@@ -320,7 +388,7 @@ def test_a_failed_resume_leaves_metrics_and_checkpoints_of_the_run_unchanged(
     metrics = (run / "metrics.csv").read_bytes()
     checkpoints = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     meta = (run / "run.json").read_bytes()
-    assert metrics.count(b"\n") > 1 and list(checkpoints) == ["ckpt_000002.pt"]
+    assert metrics.count(b"\n") > 1 and sorted(checkpoints) == ["ckpt_000000.pt", "ckpt_000002.pt"]
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.startswith(PREFIX)
     assert (run / "metrics.csv").read_bytes() == metrics

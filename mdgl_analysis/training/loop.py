@@ -308,6 +308,7 @@ def start(
     trainer.probe()
     run = RunFolder.create(out, cfg, command, str(device))
     with run.lock():
+        run.save_checkpoint(trainer.state())  # iteration 0: a run killed at once still resumes
         return run, run_training(run, trainer, progress)
 
 
@@ -336,11 +337,19 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path:
     problems: list[str] = []
     for ckpt in reversed(run.checkpoints()):
         try:
-            trainer.load_state(run.load_checkpoint(ckpt, trainer.device))
-        except (RunFolderError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            state = run.load_checkpoint(ckpt, trainer.device)
+        except RunFolderError as err:
             problems.append(f"{ckpt.name} ({str(err).split(': ', 1)[-1]})")
             ckpt.rename(ckpt.with_name(ckpt.name + ".damaged"))
             continue
+        try:
+            trainer.load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ResumeError(
+                f"checkpoint {ckpt.name} does not fit the run's {run.config_path.name} (was it "
+                f"edited?): {type(err).__name__}: {reason[:200]}"
+            ) from None
         if problems:
             print(
                 f"mdgl: warning: damaged checkpoint(s) kept as *.damaged: {'; '.join(problems)}; "
@@ -356,6 +365,7 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path:
 def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[RunFolder, str]:
     path = run.path
     meta = run.meta()
+    run.read_metrics()  # a damaged metrics.csv is named before anything is changed
     if (
         meta["status"] == "running"
         and pid_alive(meta.get("pid"))
@@ -365,6 +375,15 @@ def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[Run
     if run.latest_checkpoint() is None:
         raise ResumeError(f"run {str(path)!r} has no checkpoint to resume from")
     cfg = run.config()
+    for key, recorded, now_set in [
+        ("train.rule", meta.get("rule"), cfg.train.rule),
+        ("run.seed", meta.get("seed"), cfg.run.seed),
+    ]:
+        if recorded is not None and recorded != now_set:
+            raise ResumeError(
+                f"{run.config_path} says {key} = {now_set!r} but the run was trained with "
+                f"{recorded!r} (run.json): a resumed run keeps its rule and seed; train a new run"
+            )
     if iterations is not None:
         if iterations < 1:
             raise ResumeError(f"--iterations {iterations} is not allowed: an integer >= 1")

@@ -31,6 +31,8 @@ RUN_JSON = "run.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 METRICS_HEADER = ("iteration", "split", "name", "value")
+META_KEYS = ("status", "rule", "seed", "iteration", "iterations", "started", "ended", "git")
+"""Keys every run.json has (readers rely on them)."""
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 
 
@@ -169,6 +171,12 @@ class RunFolder:
             raise RunFolderError(f"{str(self.json_path)!r} is not valid JSON: {err}") from None
         if not isinstance(meta, dict) or "status" not in meta:
             raise RunFolderError(f"{str(self.json_path)!r} is not a run description")
+        missing = [key for key in META_KEYS if key not in meta]
+        if missing:
+            raise RunFolderError(
+                f"{str(self.json_path)!r} lacks {', '.join(missing)}: not a complete run "
+                "description"
+            )
         return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
@@ -192,11 +200,27 @@ class RunFolder:
             f.flush()
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Every row of ``metrics.csv``; RunFolderError naming the file and line when one is not
+        ``iteration,split,name,value``."""
+        rows = []
         with open(self.metrics_path, newline="") as f:
-            return [
-                {**row, "iteration": int(row["iteration"]), "value": float(row["value"])}
-                for row in csv.DictReader(f)
-            ]
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != METRICS_HEADER:
+                raise RunFolderError(
+                    f"{str(self.metrics_path)!r}: header {reader.fieldnames!r}, expected "
+                    f"{','.join(METRICS_HEADER)}"
+                )
+            for row in reader:
+                try:
+                    rows.append(
+                        {**row, "iteration": int(row["iteration"]), "value": float(row["value"])}
+                    )
+                except (TypeError, ValueError):
+                    raise RunFolderError(
+                        f"{str(self.metrics_path)!r} line {reader.line_num} is not "
+                        f"iteration,split,name,value: {row!r}"
+                    ) from None
+        return rows
 
     def truncate_metrics(self, before: int) -> None:
         """Keep only rows with ``iteration < before`` (rows newer than a checkpoint)."""

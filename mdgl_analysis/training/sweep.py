@@ -29,8 +29,10 @@ def parse_seeds(text: str) -> list[int]:
     try:
         seeds: list[int] = []
         for item in text.split(","):
-            lo, _, hi = item.strip().partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+            lo, dash, hi = item.strip().partition("-")
+            if dash and (not hi or int(hi) < int(lo)):
+                raise ValueError
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
     except ValueError:
         raise ConfigError(f"--seeds {text!r} is not allowed: A-B or a,b,c (integers)") from None
     if not seeds or len(set(seeds)) != len(seeds):
