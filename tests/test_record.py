@@ -266,8 +266,8 @@ def test_full_disk_fails_the_run_cleanly_and_keeps_earlier_files(tmp_path):
     meta = run.meta()
     assert meta["status"] == "failed" and meta["error"]
     assert not list((out / "records").glob("*")), "no partial record left behind"
-    ckpts = run.checkpoints()
-    assert [int(p.stem.split("_")[1]) for p in ckpts] == [1, 2, 3, 4]
+    ckpts = run.checkpoints()  # the one at iteration 0 is written when the run starts
+    assert [int(p.stem.split("_")[1]) for p in ckpts] == [0, 1, 2, 3, 4]
     import torch
 
     for p in ckpts:
