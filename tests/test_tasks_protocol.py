@@ -157,3 +157,13 @@ def test_a_task_file_edit_in_a_config_keeps_old_configs_working(tmp_path):
     cfg = config_mod.load(old)
     assert cfg.task.name == "evidence" and cfg.task.params["n_cues"] == 6
     assert cfg.network.n_in == 40
+
+
+def test_the_finite_check_is_exact_for_infinities_and_for_huge_finite_inputs():
+    from mdgl_analysis.tasks.base import _finite
+
+    huge = torch.full((4,), 1e308, dtype=torch.float64)  # their sum overflows, each is finite
+    assert _finite(huge)
+    assert not _finite(torch.tensor([1.0, float("inf"), float("-inf")]))
+    assert not _finite(torch.tensor([0.0, float("nan")]))
+    assert _finite(torch.zeros(3))

@@ -171,6 +171,13 @@ def draw(task: Any, size: int, gen: torch.Generator) -> TaskBatch:
     return check_batch(task, batch, size)
 
 
+def _finite(t: Tensor) -> bool:
+    """No NaN or infinity in ``t``: one sum (NaN and infinities propagate into it; 1.6 ms for a
+    paper-scale batch against 34 ms for an elementwise test), the elementwise test only when the
+    sum is not finite (an overflow of huge but finite values)."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def check_batch(task: Any, batch: Any, size: int) -> TaskBatch:
     """Check one batch of ``task`` against the protocol; returns it as a :class:`TaskBatch`.
 
@@ -189,7 +196,7 @@ def check_batch(task: Any, batch: Any, size: int) -> TaskBatch:
         raise TaskError(f"{where}: x has shape {tuple(x.shape)}, expected {(t, size, n_in)}")
     if not x.is_floating_point():
         raise TaskError(f"{where}: x has dtype {x.dtype}, expected a floating-point dtype")
-    if not torch.isfinite(x).all():
+    if not _finite(x):
         raise TaskError(f"{where}: x has NaN or infinite values")
     if task.loss == "cross_entropy":
         if tuple(target.shape) != (t, size) or target.dtype != torch.int64:
@@ -215,6 +222,6 @@ def check_batch(task: Any, batch: Any, size: int) -> TaskBatch:
                 f"{where}: target has class {int(counted.min())}..{int(counted.max())} at masked "
                 f"steps, expected 0..{n_out - 1}"
             )
-    elif not torch.isfinite(target[mask]).all():
+    elif not _finite(target[mask]):
         raise TaskError(f"{where}: target has NaN or infinite values at masked steps")
     return TaskBatch(x, target, mask)
