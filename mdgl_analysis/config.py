@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mdgl_analysis.tasks import NEUROGYM_PREFIX, Task, TaskError, is_file_task, make_task
+from mdgl_analysis.tasks.base import coerce
 
 
 class ConfigError(ValueError):
@@ -471,7 +472,10 @@ def set_value(cfg: Config, key: str, value: Any) -> Config:
     if name not in types:
         raise ConfigError(f"unknown config key {key!r}; fields of [{section}]: {', '.join(types)}")
     kind = {"int": int, "float": float, "str": str, "bool": bool}[str(types[name])]
-    value = _coerce(key, value, kind)
+    try:
+        value = coerce(key, value, kind)
+    except TaskError as err:  # the shared parser of config fields and task parameters
+        raise ConfigError(str(err)) from None
     return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
 
 
@@ -488,37 +492,6 @@ def _set_task(cfg: Config, name: str, value: Any) -> Config:
     if name == "params" or not name.isidentifier():
         raise ConfigError(f"unknown config key 'task.{name}': task parameters are identifiers")
     return replace(cfg, task=replace(cfg.task, params={**cfg.task.params, name: value}))
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    if kind is bool and isinstance(value, str):
-        text = value.strip().lower()
-        _check(text in ("true", "false"), key, value, "true or false")
-        return text == "true"
-    if isinstance(value, str) and kind is not str:
-        text = value.strip()
-        try:
-            if kind is int:
-                number = float(text)
-                if not number.is_integer():
-                    raise ValueError
-                return int(number)
-            if kind is float:
-                return float(text)
-        except ValueError:
-            raise ConfigError(
-                f"{key} = {value!r} is not allowed: {'an integer' if kind is int else 'a number'}"
-            ) from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float:
-        ok = isinstance(value, float)
-    _check(ok, key, value, expected)
-    return value
 
 
 def parse_override(text: str) -> tuple[str, str]:

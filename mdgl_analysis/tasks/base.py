@@ -70,7 +70,7 @@ class Task:
                 raise TaskError(
                     f"task.{key} is not a parameter of task {self.name()}; parameters: {allowed}"
                 )
-            setattr(self, key, coerce(key, value, type(known[key])))
+            setattr(self, key, coerce(f"task.{key}", value, type(known[key])))
         self.check()
 
     # -- parameters -------------------------------------------------------------------------
@@ -106,8 +106,14 @@ class Task:
 
 
 def coerce(key: str, value: Any, kind: type) -> Any:
-    """``value`` as ``kind`` (strings from ``--set`` are parsed); TaskError when impossible."""
-    name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+    """``value`` as ``kind`` (bool, int, float, str); a string (from ``--set`` or a task
+    parameter) is parsed. One parser for config fields and task parameters alike.
+
+    Raises:
+        TaskError: ``"{key} = {value!r} is not allowed: ..."`` when it is not one.
+    """
+    name = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    given = value  # named as given in the message
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         try:
@@ -117,7 +123,7 @@ def coerce(key: str, value: Any, kind: type) -> Any:
                 return text in ("true", "1")
             number = float(text)
         except ValueError:
-            raise TaskError(f"task.{key} = {value!r} is not allowed: {name}") from None
+            raise TaskError(f"{key} = {given!r} is not allowed: {name[kind]}") from None
         value = number
     if kind is bool:
         ok = isinstance(value, bool)
@@ -131,7 +137,7 @@ def coerce(key: str, value: Any, kind: type) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise TaskError(f"task.{key} = {value!r} is not allowed: {name}")
+        raise TaskError(f"{key} = {given!r} is not allowed: {name[kind]}")
     return value
 
 
