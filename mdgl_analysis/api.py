@@ -75,15 +75,7 @@ def configure(
     }
     overrides = _overrides(set)
     if isinstance(config, Config):
-        cfg = config
-        if task is not None:
-            cfg = config_mod.set_value(cfg, "task.name", task)
-        for text in overrides:
-            cfg = config_mod.set_value(cfg, *config_mod.parse_override(text))
-        for key, value in shortcuts.items():
-            if value is not None and key != "task.name":
-                cfg = config_mod.set_value(cfg, key, value)
-        cfg = config_mod.validate(cfg)
+        cfg = config_mod.resolve(overrides=overrides, shortcuts=shortcuts, base=config)
     else:
         text = None if config is None else str(config)
         is_file = text is not None and (text.endswith(".toml") or Path(text).is_file())

@@ -552,11 +552,18 @@ def resolve(
     preset_name: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     shortcuts: dict[str, Any] | None = None,
+    base: Config | None = None,
 ) -> Config:
-    """Preset or file, then ``--set`` overrides, then CLI shortcuts (``train.rule=...``)."""
-    if config_file and preset_name:
+    """Preset, file or ``base`` config, then ``task.name`` (a shortcut), then ``--set``
+    overrides, then the other CLI shortcuts (``train.rule=...``)."""
+    if sum(x is not None and x != "" for x in (config_file, preset_name, base)) > 1:
         raise ConfigError("give either --config FILE or --preset NAME, not both")
-    cfg = load(config_file, resolve_task=False) if config_file else preset(preset_name or "paper")
+    if base is not None:
+        cfg = base
+    else:
+        cfg = (
+            load(config_file, resolve_task=False) if config_file else preset(preset_name or "paper")
+        )
     shortcuts = dict(shortcuts or {})
     task_name = shortcuts.pop("task.name", None)
     if task_name is not None:  # before the overrides, which may set the new task's parameters
