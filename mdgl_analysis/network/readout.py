@@ -144,13 +144,10 @@ def readout(
         value = F.cross_entropy(sel, tgt)
         metric = (sel.argmax(-1) == tgt).to(z.dtype).mean()
     else:
-        value = ((sel - tgt) ** 2).mean()
+        squared = (sel - tgt) ** 2
+        value = squared.mean()
         spread = ((tgt - tgt.mean(0)) ** 2).sum()
-        metric = (
-            ((sel - tgt) ** 2).sum().detach() / spread
-            if spread > 0
-            else sel.new_tensor(float("nan"))
-        )
+        metric = squared.sum().detach() / spread if spread > 0 else sel.new_tensor(float("nan"))
     rate = z.mean(dim=(0, 1)) / loss.dt
     reg = loss.reg_rate * ((rate - loss.reg_target) ** 2).sum()
     dy_bar = (1.0 - kappa) * anticausal_filter(dy, kappa)
