@@ -221,10 +221,10 @@ class Run:
             raise RunError(f"run {str(self.path)!r} has no record of iteration {iteration}")
         return open_record(path)
 
-    def verify(self) -> dict[str, dict[str, float | None]]:
-        """``mdgl verify`` of every record file: file name -> the largest relative error of the
-        recomputed gradients (``recompute``) and of signals times traces (``contract``, None when
-        the record lacks what that check needs)."""
+    def verify(self) -> dict[str, Any]:
+        """``mdgl verify`` of every record file: file name -> its
+        :class:`~mdgl_analysis.recording.verify.Report` (``.problems`` of integrity,
+        ``.recomputed`` and ``.contract`` errors, ``.ok(tolerance)``)."""
         from mdgl_analysis.recording.verify import verify_file
 
-        return {f.name: verify_file(f)[:2] for f in self.record_files()}
+        return {f.name: verify_file(f) for f in self.record_files()}

@@ -17,7 +17,13 @@ from mdgl_analysis.api import RunError
 from mdgl_analysis.config import ConfigError
 from mdgl_analysis.tasks import TaskError
 from mdgl_analysis.training.loop import ResumeError, TrainingError
-from mdgl_analysis.training.runs import RunFolder, RunFolderError, command_line, pid_alive
+from mdgl_analysis.training.runs import (
+    MANIFEST,
+    RunFolder,
+    RunFolderError,
+    command_line,
+    pid_alive,
+)
 
 EXIT_USAGE = 2
 EXIT_OF_STATUS = {"completed": 0, "interrupted": 130, "diverged": 1}
@@ -238,7 +244,8 @@ def _describe_records(run: RunFolder) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Recompute every recorded gradient and contract signals with traces; exit 1 on mismatch."""
+    """Check a run's files against their checksums, read every chunk of every record, recompute
+    what each record holds and contract signals with traces; exit 1 on any failure."""
     from mdgl_analysis.recording.readers import record_files
     from mdgl_analysis.recording.verify import verify_file
 
@@ -246,25 +253,45 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _fail(f"--tolerance {args.tolerance!r} is not allowed: a finite number >= 0")
     path = Path(args.run)
     files = [path] if path.is_file() else record_files(path)
+    failures: list[str] = []
+    if path.is_dir() and RunFolder(path).exists():
+        problems, notes = RunFolder(path).check_files()
+        print(f"{path.name}: files against {MANIFEST}: {len(problems)} problem(s)")
+        for line in notes:
+            print(f"  note: {line}")
+        failures += problems
     if not files:
+        if failures:
+            return _report_failures(failures)
         return _fail(f"no record files in {args.run!r} (train with --record-every K)")
     worst = 0.0
     for f in files:
-        recomputed, traced, why = verify_file(f)
-        line = f"{f.name}: recomputed max rel. error {recomputed:.2e}"
-        if traced is None:
-            line += f" (no contraction check: {why})"
+        report = verify_file(f)
+        if report.problems:
+            line = f"{f.name}: DAMAGED, {len(report.problems)} problem(s)"
         else:
-            line += f", signal x trace max rel. error {traced:.2e}"
-            worst = max(worst, traced)
-        worst = max(worst, recomputed)
+            line = (
+                f"{f.name}: every chunk read, checksums match; recomputed {len(report.errors)} "
+                f"quantities, max rel. error {report.recomputed:.2e}"
+            )
+            if report.contract is None:
+                line += f" (no contraction check: {report.why})"
+            else:
+                line += f"; signal x trace max rel. error {report.contract:.2e}"
+            worst = max(worst, report.recomputed, report.contract or 0.0)
         print(line, flush=True)
-    ok = worst <= args.tolerance
-    print(
-        f"{'OK' if ok else 'MISMATCH'}: worst relative error {worst:.2e} (tolerance "
-        f"{args.tolerance:g})"
-    )
-    return 0 if ok else 1
+        failures += [f"{f.name}: {problem}" for problem in report.failures(args.tolerance)]
+    if failures:
+        return _report_failures(failures)
+    print(f"OK: worst relative error {worst:.2e} (tolerance {args.tolerance:g})")
+    return 0
+
+
+def _report_failures(failures: list[str]) -> int:
+    for line in failures:
+        print(f"  FAILED {line}")
+    print(f"MISMATCH: {len(failures)} failed check(s)")
+    return 1
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,32 @@ def record_path(directory: Path, iteration: int) -> Path:
     return directory / f"iter_{iteration:06d}.h5"
 
 
+CHECKSUM = "sha256"
+"""Attribute of every recorded variable: SHA-256 of its values as stored, in C order (strings as
+UTF-8, each followed by a NUL byte), so a record checks itself wherever it travels."""
+
+
+def digest_update(hasher, array: np.ndarray) -> None:
+    """Feed a block of a variable's values (C order) into its checksum."""
+    if array.dtype.kind in "OSU":
+        for value in array.ravel():
+            hasher.update((value.decode() if isinstance(value, bytes) else str(value)).encode())
+            hasher.update(b"\0")
+    else:
+        hasher.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def _flat_start(key: Any, shape: tuple[int, ...]) -> int:
+    """Flat C-order index of the first element that ``dataset[key]`` selects."""
+    key = key if isinstance(key, tuple) else (key,)
+    first = [
+        k if isinstance(k, int) else k.indices(n)[0]
+        for k, n in zip(key, shape[: len(key)], strict=True)
+    ]
+    first += [0] * (len(shape) - len(first))
+    return int(np.ravel_multi_index(first, shape)) if shape else 0
+
+
 _BLOSC = {"lz4": ("lz4", 5), "zstd": ("zstd", 1)}  # codec -> (blosc compressor, level)
 
 
@@ -85,6 +114,8 @@ class _BackgroundWriter:
         self.direct = codec in _BLOSC or codec == "none"
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
+        self.hashes: dict[str, Any] = {}
+        self.written: dict[str, int] = {}  # elements written so far, in C order
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -101,10 +132,22 @@ class _BackgroundWriter:
                     event.synchronize()
                 array = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
                 dataset = self.file.variables[name]._h5ds
+                self._digest(name, dataset, key, array)
                 if not (self.direct and self._write_chunk(dataset, key, array)):
                     dataset[key] = array
             except BaseException as err:  # noqa: BLE001 - re-raised in the caller
                 self.error = err
+
+    def _digest(self, name: str, dataset: h5py.Dataset, key: Any, array: np.ndarray) -> None:
+        """Checksum the values in write order, which must be C order (each variable is streamed
+        along its leading axes)."""
+        done = self.written.get(name, 0)
+        if _flat_start(key, dataset.shape) != done:
+            raise RuntimeError(f"record variable {name!r} is not written in C order")
+        digest_update(
+            self.hashes.setdefault(name, hashlib.sha256()), array.astype(dataset.dtype, copy=False)
+        )
+        self.written[name] = done + array.size
 
     def _write_chunk(self, dataset: h5py.Dataset, key: Any, array: np.ndarray) -> bool:
         """Write ``array`` as one whole chunk if ``key`` selects exactly one; else False."""
@@ -179,15 +222,114 @@ def input_names_of(task, n_in: int) -> list[str]:
     return [str(n) for n in names] if names and len(names) == n_in else [""] * n_in
 
 
+@dataclass(frozen=True)
+class Window:
+    """What a record keeps of an iteration's per-step quantities: the groups of
+    ``record.quantities``, the rules (``bptt`` first), the trials, the steps ``[t0, t1)`` and the
+    synapses."""
+
+    groups: tuple[str, ...]
+    rules: tuple[str, ...]
+    trials: tuple[int, ...]
+    t0: int
+    t1: int
+    synapses: Synapses
+
+
+def time_chunk(f, name: str) -> int:
+    """Steps per HDF5 chunk of a recorded per-step variable (an h5netcdf or h5py file)."""
+    var = f.variables[name] if hasattr(f, "variables") else f[name]
+    return var.chunks[schema.VARIABLES[name].dims.index("time")]
+
+
+def streams(
+    win: Window, snap: Snapshot, fwd: Forward, steps: Callable[[str], int]
+) -> Iterator[tuple[str, Any, Tensor]]:
+    """Every per-step variable of a record, one chunk of ``steps(name)`` steps at a time, in C
+    order: ``(name, key into the variable, values in the model's dtype)``.
+
+    The writer stores what this yields; :mod:`~mdgl_analysis.recording.verify` recomputes it from
+    a record and compares. One local rule's signal is in memory at a time; traces come chunk by
+    chunk from the forward recursion.
+    """
+    traj = fwd.traj
+    batch = traj.z.shape[1]
+    trials = torch.tensor(win.trials, device=traj.z.device)
+    every_trial = len(win.trials) == batch
+
+    def pick(part: Tensor) -> Tensor:
+        return part if every_trial else part.index_select(1, trials)
+
+    def stream(name: str, full: Tensor, rule: int | None = None):
+        n = steps(name)
+        for s in range(win.t0, win.t1, n):
+            e = min(s + n, win.t1)
+            rows = slice(s - win.t0, e - win.t0)
+            yield name, rows if rule is None else (rule, rows), pick(full[s:e])
+
+    if "state" in win.groups:
+        for name in ("z", "v", "threshold", "a", "psi"):
+            yield from stream(name, getattr(traj, name))
+        yield from stream("y", fwd.ro.y)
+    if "credit" in win.groups or "signals" in win.groups:
+        lam, total = bptt_credit(snap, fwd)
+        if "credit" in win.groups:
+            yield from stream("bptt_credit", lam)
+        del lam
+        if "signals" in win.groups:
+            yield from stream("readout_signal", fwd.signal)
+            yield from stream("learning_signal", total, rule=0)
+        del total
+    if "signals" in win.groups:
+        for r_i, rule in enumerate(win.rules[1:], start=1):
+            yield from stream("learning_signal", signal_of(rule, snap, fwd), rule=r_i)
+    if "traces" in win.groups or "eligibility" in win.groups:
+        n_rec = win.synapses.n_rec
+        n = steps("e_rec" if "traces" in win.groups else "eps_v_rec")
+        # the recursion runs only up to the end of the window, chunks aligned to its start
+        sub = fwd._replace(traj=traj._replace(psi=traj.psi[: win.t1], z=traj.z[: win.t1]))
+        for c in eligibility_chunks(snap, sub, win.synapses, chunk=n):
+            s, e = max(c.start, win.t0), min(c.stop, win.t1)
+            if s >= e:
+                continue
+            rows, key = slice(s - c.start, e - c.start), slice(s - win.t0, e - win.t0)
+            parts = {"e": c.e} if "traces" in win.groups else {}
+            if "eligibility" in win.groups:
+                parts.update(eps_v=c.eps_v, eps_a=c.eps_a)
+            for stem, full in parts.items():
+                block = pick(full[rows])
+                yield f"{stem}_rec", key, block[..., :n_rec]
+                yield f"{stem}_in", key, block[..., n_rec:]
+
+
+def cast(name: str, value: Tensor, float_dtype: type = np.float32) -> Tensor:
+    """A per-step variable's values in its stored dtype (``float_dtype``: ``record.dtype``)."""
+    kind = schema.VARIABLES[name].kind
+    if kind == "count":
+        return value.to(torch.uint8).contiguous()
+    if kind == "float":
+        return value.to(torch.float16 if float_dtype is np.float16 else torch.float32).contiguous()
+    return value.contiguous()
+
+
 class Recorder:
     """The recording schedule of a run and the writer of its record files."""
 
-    def __init__(self, cfg: Config, net: SpikingNetwork, directory: Path, run_id: str):
+    def __init__(
+        self,
+        cfg: Config,
+        net: SpikingNetwork,
+        directory: Path,
+        run_id: str,
+        publish: Callable[[Path, Path], None] = os.replace,
+    ):
+        """``publish(tmp, path)`` gives a complete record its final name (the run folder enters
+        its checksum first)."""
         self.cfg, self.directory, self.run_id = cfg, Path(directory), run_id
+        self.publish = publish
         rec = cfg.record
         self.every, self.explicit = record_iterations(cfg)
         self.trials = parse_trials(rec.trials, cfg.train.batch)
-        self.all_trials = len(self.trials) == cfg.train.batch
         self.groups = [g.strip() for g in rec.quantities.split(",") if g.strip()]
         self.task = task_of(cfg)
         self.variables = schema.selected(self.groups, self.task.loss)
@@ -202,6 +344,14 @@ class Recorder:
         self.t0 = int(round(rec.t_start_ms / dt))
         self.t1 = int(round(rec.t_stop_ms / dt)) if rec.t_stop_ms else cfg.n_steps
         self.float_dtype = _NUMPY[rec.dtype]
+        self.window = Window(
+            tuple(self.groups),
+            tuple(self.rules),
+            tuple(self.trials),
+            self.t0,
+            self.t1,
+            self.synapses,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -278,8 +428,12 @@ class Recorder:
         try:
             self._write(file, writer, iteration, snap, fwd, grads, after)
             writer.close()
+            for name, var in file.variables.items():
+                if writer.written.get(name) != var._h5ds.size:
+                    raise RuntimeError(f"record variable {name!r} was not completely written")
+                var.attrs[CHECKSUM] = writer.hashes[name].hexdigest()
             file.close()
-        except BaseException:
+        except BaseException as err:
             writer.queue.put(None)
             writer.thread.join()
             # h5netcdf's close() flushes its metadata, which crashes HDF5 after a failed write
@@ -288,8 +442,10 @@ class Recorder:
                 file._h5file.close()
             file._closed = True  # and never flush it later (h5netcdf's __del__)
             tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError) and not err.filename:  # name the file that failed
+                raise OSError(err.errno, err.strerror or str(err), str(tmp)) from err
             raise
-        os.replace(tmp, path)
+        self.publish(tmp, path)
         return {"bytes": float(path.stat().st_size), "seconds": time.perf_counter() - start}
 
     def _write(self, f, writer, iteration, snap, fwd, grads, after) -> None:
@@ -299,7 +455,6 @@ class Recorder:
         n_steps, batch, n = traj.z.shape
         n_in, k = fwd.x.shape[-1], snap.weights.w_out.shape[0]
         model_np = np.float64 if fwd.x.dtype == torch.float64 else np.float32
-        trials = torch.tensor(self.trials, device=traj.z.device)
         f.dimensions = {
             "time": self.t1 - self.t0,
             "trial": len(self.trials),
@@ -354,15 +509,16 @@ class Recorder:
         }
         for name, var in schema.COORDS.items():
             dtype = h5py.string_dtype() if var.kind == "str" else cpu[name].dtype
-            v = f.create_variable(name, var.dims, dtype, data=cpu[name])
+            v = f.create_variable(name, var.dims, dtype)
             v.attrs.update({"units": var.units, "long_name": var.description})
+            writer.put(name, (), cpu[name])
 
         codec = codec_options(cfg.record.codec)
         for name, var in self.variables.items():
             self._create(f, name, var, codec, model_np, fwd.x)
 
         def small(name: str, value: Tensor | np.ndarray) -> None:
-            f.variables[name][...] = value.cpu().numpy() if isinstance(value, Tensor) else value
+            writer.put(name, (), value)
 
         rec_idx = (syn.rec_post, syn.rec_pre)
         in_idx = (syn.in_post, syn.in_pre)
@@ -387,74 +543,11 @@ class Recorder:
         small("loss", np.asarray(fwd.ro.loss.item(), dtype=model_np))
         small(METRICS[self.task.loss], np.asarray(fwd.ro.metric.item(), dtype=model_np))
 
-        def stream(name: str, full: Tensor) -> None:
-            self._stream(f, writer, name, full, trials)
-
-        if "state" in self.groups:
-            for name in ("z", "v", "threshold", "a", "psi"):
-                stream(name, getattr(traj, name))
-            stream("y", fwd.ro.y)
-        if "credit" in self.groups or "signals" in self.groups:
-            lam, total = bptt_credit(snap, fwd)
-            if "credit" in self.groups:
-                stream("bptt_credit", lam)
-            del lam
-            if "signals" in self.groups:
-                stream("readout_signal", fwd.signal)
-                self._stream(f, writer, "learning_signal", total, trials, rule=0)
-            del total
-        if "signals" in self.groups:  # one local rule's signal in memory at a time
-            for r_i, rule in enumerate(self.rules[1:], start=1):
-                signal = signal_of(rule, snap, fwd)
-                self._stream(f, writer, "learning_signal", signal, trials, rule=r_i)
-        if "traces" in self.groups or "eligibility" in self.groups:
-            self._stream_traces(f, writer, snap, fwd, trials)
-
-    def _stream(
-        self, f, writer, name: str, full: Tensor, trials: Tensor, rule: int | None = None
-    ) -> None:
-        """Write a ``[time, batch, neuron]`` tensor's window and trials one HDF5 chunk at a time
-        (into row ``rule`` of a variable with a leading ``rule`` dim)."""
-        steps = f.variables[name].chunks[0 if rule is None else 1]
-        for s in range(self.t0, self.t1, steps):
-            e = min(s + steps, self.t1)
-            part = full[s:e] if self.all_trials else full[s:e].index_select(1, trials)
-            rows = slice(s - self.t0, e - self.t0)
-            writer.put(name, rows if rule is None else (rule, rows), self._cast(name, part))
-
-    def _stream_traces(self, f, writer, snap, fwd, trials) -> None:
-        syn = self.synapses
-        n_rec = syn.n_rec
-        steps = f.variables["e_rec" if "traces" in self.groups else "eps_v_rec"].chunks[0]
-        # run the recursion only up to the end of the window; chunks aligned to the window start
-        sub = fwd._replace(
-            traj=fwd.traj._replace(psi=fwd.traj.psi[: self.t1], z=fwd.traj.z[: self.t1])
-        )
-        for c in eligibility_chunks(snap, sub, syn, chunk=steps):
-            s, e = max(c.start, self.t0), min(c.stop, self.t1)
-            if s >= e:
-                continue
-            rows = slice(s - c.start, e - c.start)
-            key = slice(s - self.t0, e - self.t0)
-            parts = {}
-            if "traces" in self.groups:
-                parts["e"] = c.e
-            if "eligibility" in self.groups:
-                parts["eps_v"] = c.eps_v
-                parts["eps_a"] = c.eps_a
-            for stem, full in parts.items():
-                block = full[rows] if self.all_trials else full[rows].index_select(1, trials)
-                writer.put(f"{stem}_rec", key, self._cast(f"{stem}_rec", block[..., :n_rec]))
-                writer.put(f"{stem}_in", key, self._cast(f"{stem}_in", block[..., n_rec:]))
+        for name, key, part in streams(self.window, snap, fwd, lambda name: time_chunk(f, name)):
+            writer.put(name, key, self._cast(name, part))
 
     def _cast(self, name: str, value: Tensor) -> Tensor:
-        var = schema.VARIABLES[name]
-        if var.kind == "count":
-            return value.to(torch.uint8).contiguous()
-        if var.kind == "float":
-            dtype = torch.float16 if self.float_dtype is np.float16 else torch.float32
-            return value.to(dtype).contiguous()
-        return value.contiguous()
+        return cast(name, value, self.float_dtype)
 
     @staticmethod
     def x_kind(x: Tensor) -> str:

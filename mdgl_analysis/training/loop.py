@@ -227,6 +227,12 @@ class Divergence:
         return f"{what} at {self.streak} validation points in a row"
 
 
+def _failed(run: RunFolder, err: Exception) -> TrainingError:
+    """Mark ``run`` failed with ``err`` (whatever the disk) and say so in one line."""
+    run.mark_failed("".join(traceback.format_exception_only(type(err), err)).strip())
+    return TrainingError(f"run {run.path} failed: {err}")
+
+
 def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str:
     """Train until ``cfg.train.iterations``, writing metrics and checkpoints into ``run``.
 
@@ -236,7 +242,7 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
     """
     cfg = trainer.cfg
     total = cfg.train.iterations
-    recorder = Recorder(cfg, trainer.net, run.path / RECORDS, run.path.name)
+    recorder = Recorder(cfg, trainer.net, run.path / RECORDS, run.path.name, run.publish)
     recorder = recorder if recorder.enabled else None
     bar = tqdm(
         total=total, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True
@@ -287,12 +293,7 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
                 run.append_metrics(trainer.validate())
     except Exception as err:
         bar.close()
-        run.update_meta(
-            status="failed",
-            ended=now(),
-            error="".join(traceback.format_exception_only(type(err), err)).strip(),
-        )
-        raise TrainingError(f"run {run.path} failed: {err}") from err
+        raise _failed(run, err) from err
     bar.close()
     run.update_meta(status=status, ended=now(), iteration=trainer.iteration)
     return status
@@ -308,7 +309,10 @@ def start(
     trainer.probe()
     run = RunFolder.create(out, cfg, command, str(device))
     with run.lock():
-        run.save_checkpoint(trainer.state())  # iteration 0: a run killed at once still resumes
+        try:  # iteration 0: a run killed at once still resumes
+            run.save_checkpoint(trainer.state())
+        except Exception as err:
+            raise _failed(run, err) from err
         return run, run_training(run, trainer, progress)
 
 
@@ -337,6 +341,9 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path:
     problems: list[str] = []
     for ckpt in reversed(run.checkpoints()):
         try:
+            problem = run.check(ckpt)
+            if problem:
+                raise RunFolderError(f"checkpoint {ckpt.name}: {problem}")
             state = run.load_checkpoint(ckpt, trainer.device)
         except RunFolderError as err:
             problems.append(f"{ckpt.name} ({str(err).split(': ', 1)[-1]})")
@@ -398,13 +405,15 @@ def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[Run
             f"{trainer.iteration}"
         )
     run.remove_leftovers()
-    for newer in run.checkpoints():
-        if newer != ckpt and newer.name > ckpt.name:
-            newer.unlink()
     run.truncate_metrics(before=trainer.iteration)
-    for record in sorted((run.path / RECORDS).glob("iter_*.h5")):
-        if iteration_of(record) >= trainer.iteration:
-            record.unlink()
+    run.forget(
+        [newer for newer in run.checkpoints() if newer.name > ckpt.name]
+        + [
+            record
+            for record in sorted((run.path / RECORDS).glob("iter_*.h5"))
+            if iteration_of(record) >= trainer.iteration
+        ]
+    )
     run.write_config(cfg)
     run.update_meta(
         status="running",

@@ -1,7 +1,10 @@
-"""A run is a folder (design section 4): resolved config, run.json, metrics.csv, checkpoints/.
+"""A run is a folder (design section 4): resolved config, run.json, metrics.csv, checkpoints/,
+records/ and manifest.json.
 
 Everything here writes atomically (temporary file in the same folder, fsync, ``os.replace``), so a
-run killed at any moment leaves every file either in its old or its new complete state.
+run killed at any moment leaves every file either in its old or its new complete state. Every
+checkpoint and record gets its SHA-256 in ``manifest.json`` *before* it takes its final name, so
+every published file has a checksum to be checked against (:meth:`RunFolder.check`).
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ import contextlib
 import csv
 import datetime as _dt
 import fcntl
+import hashlib
 import io
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +35,7 @@ CONFIG = "config.toml"
 RUN_JSON = "run.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
 METRICS_HEADER = ("iteration", "split", "name", "value")
 META_KEYS = ("status", "rule", "seed", "iteration", "iterations", "started", "ended", "git")
 """Keys every run.json has (readers rely on them)."""
@@ -40,14 +46,45 @@ def now() -> str:
     return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def write_tmp(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path.tmp`` (fsynced); the temporary file is removed if that fails."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        raise _named(err, tmp) from err
+    return tmp
+
+
+def _named(err: BaseException, path: Path) -> BaseException:
+    """``err``, naming ``path`` when it is an OSError that names no file (a failed write)."""
+    if isinstance(err, OSError) and not err.filename:
+        return OSError(err.errno, err.strerror or str(err), str(path))
+    return err
+
+
+def replace_file(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; ``tmp`` is removed if that fails."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: ``path`` holds its old or
+    its new contents, and no temporary file is left, whatever fails."""
+    replace_file(write_tmp(path, data), path)
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def git_info() -> dict[str, Any]:
@@ -120,6 +157,7 @@ class RunFolder:
     json_path = property(lambda self: self.path / RUN_JSON)
     metrics_path = property(lambda self: self.path / METRICS)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINTS)
+    manifest_path = property(lambda self: self.path / MANIFEST)
 
     # -- creation and metadata ---------------------------------------------------------------
     @classmethod
@@ -128,9 +166,19 @@ class RunFolder:
         run = cls(path)
         run.path.parent.mkdir(parents=True, exist_ok=True)
         run.path.mkdir()
+        try:
+            run._populate(cfg, command, device)
+        except BaseException:  # a half-made folder holds nothing worth keeping
+            shutil.rmtree(run.path, ignore_errors=True)
+            raise
+        return run
+
+    def _populate(self, cfg: Config, command: list[str], device: str) -> None:
+        run = self
         run.checkpoint_dir.mkdir()
         run.write_config(cfg)
         atomic_write(run.metrics_path, ",".join(METRICS_HEADER) + "\n")
+        run._write_manifest({})
         run.write_meta(
             {
                 "id": run.path.name,
@@ -153,7 +201,6 @@ class RunFolder:
                 "resumed": [],
             }
         )
-        return run
 
     def exists(self) -> bool:
         return self.json_path.is_file() and self.config_path.is_file()
@@ -188,6 +235,22 @@ class RunFolder:
         self.write_meta(meta)
         return meta
 
+    def mark_failed(self, error: str) -> None:
+        """Say ``failed`` and why in ``run.json``, whatever the disk: when the atomic rewrite
+        fails (a full disk has no room for the temporary file) the file is rewritten in place,
+        within the blocks it already holds."""
+        meta = self.meta()
+        meta.update(status="failed", ended=now(), error=error)
+        try:
+            self.write_meta(meta)
+        except OSError:
+            data = (json.dumps(meta, indent=2) + "\n").encode()
+            with open(self.json_path, "r+b") as f:
+                f.write(data)
+                f.truncate(len(data))
+                f.flush()
+                os.fsync(f.fileno())
+
     # -- metrics -----------------------------------------------------------------------------
     def append_metrics(self, rows: Iterable[tuple[int, str, str, float]]) -> None:
         """Append rows ``(iteration, split, name, value)`` and flush them to disk."""
@@ -196,8 +259,14 @@ class RunFolder:
             (it, split, name, repr(float(value))) for it, split, name, value in rows
         )
         with open(self.metrics_path, "a") as f:
-            f.write(buf.getvalue())
-            f.flush()
+            size = f.tell()
+            try:
+                f.write(buf.getvalue())
+                f.flush()
+            except BaseException as err:  # no partial line left behind
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise _named(err, self.metrics_path) from err
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every row of ``metrics.csv``; RunFolderError naming the file and line when one is not
@@ -239,8 +308,77 @@ class RunFolder:
         path = self.checkpoint_path(state["iteration"])
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write(path, buf.getvalue())
+        self.publish(write_tmp(path, buf.getvalue()), path)
         return path
+
+    # -- checksums ---------------------------------------------------------------------------
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        """``relative path -> {"sha256", "bytes"}`` of every published checkpoint and record
+        (empty for a run made before manifests)."""
+        if not self.manifest_path.is_file():
+            return {}
+        try:
+            files = json.loads(self.manifest_path.read_text())["files"]
+            assert isinstance(files, dict)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AssertionError):
+            raise RunFolderError(
+                f"{str(self.manifest_path)!r} is not a manifest of checksums"
+            ) from None
+        return files
+
+    def _write_manifest(self, files: dict[str, dict[str, Any]]) -> None:
+        atomic_write(self.manifest_path, json.dumps({"files": files}, indent=1) + "\n")
+
+    def publish(self, tmp: Path, path: Path) -> None:
+        """Give the complete file ``tmp`` its final name ``path``, its checksum entered first;
+        ``tmp`` is removed if either step fails."""
+        try:
+            files = self.manifest()
+            key = str(path.relative_to(self.path))
+            files[key] = {"sha256": sha256_of(tmp), "bytes": tmp.stat().st_size}
+            self._write_manifest(files)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        replace_file(tmp, path)
+
+    def forget(self, paths: Iterable[Path] = ()) -> None:
+        """Delete ``paths`` and drop their entries, and those of files that are gone (a
+        publication a kill interrupted), from the manifest."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+        files = self.manifest()
+        kept = {k: v for k, v in files.items() if (self.path / k).is_file()}
+        if kept != files:
+            self._write_manifest(kept)
+
+    def check(self, path: Path) -> str | None:
+        """Why ``path`` does not match its checksum, or None when it does (or the run predates
+        manifests)."""
+        files = self.manifest()
+        if not files and not self.manifest_path.is_file():
+            return None
+        entry = files.get(str(path.relative_to(self.path)))
+        if entry is None:
+            return f"no checksum in {MANIFEST}"
+        if path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
+            return f"its SHA-256 differs from the one in {MANIFEST} (changed after it was written)"
+        return None
+
+    def check_files(self) -> tuple[list[str], list[str]]:
+        """``(problems, notes)`` of every checkpoint and record against the manifest."""
+        problems, notes = [], []
+        if not self.manifest_path.is_file():
+            return [], [f"no {MANIFEST}: a run made before checksums, files not checked"]
+        listed = set(self.manifest())
+        present = [*self.checkpoints(), *sorted((self.path / "records").glob("iter_*.h5"))]
+        for path in present:
+            problem = self.check(path)
+            if problem:
+                problems.append(f"{path.relative_to(self.path)}: {problem}")
+            listed.discard(str(path.relative_to(self.path)))
+        notes += [f"{name}: listed in {MANIFEST} but absent" for name in sorted(listed)]
+        return problems, notes
 
     def load_checkpoint(self, path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
         """A checkpoint's state, unpickled with ``weights_only=True``: tensors, numbers, strings
