@@ -442,8 +442,8 @@ class Recorder:
                 file._h5file.close()
             file._closed = True  # and never flush it later (h5netcdf's __del__)
             tmp.unlink(missing_ok=True)
-            if isinstance(err, OSError) and not err.filename:  # name the file that failed
-                raise OSError(err.errno, err.strerror or str(err), str(tmp)) from err
+            if isinstance(err, OSError) and err.errno:  # HDF5's message spans lines
+                raise OSError(err.errno, os.strerror(err.errno), str(tmp)) from err
             raise
         self.publish(tmp, path)
         return {"bytes": float(path.stat().st_size), "seconds": time.perf_counter() - start}

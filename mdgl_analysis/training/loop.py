@@ -335,9 +335,10 @@ def resume(
         return _resume(run, iterations, progress)
 
 
-def _latest_intact(run: RunFolder, trainer: Trainer) -> Path:
+def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
     """Load the newest checkpoint that loads safely into ``trainer``; a damaged newer one is kept
-    as ``*.damaged`` and named on stderr. ResumeError when none is intact."""
+    as ``*.damaged`` and named on stderr. ResumeError when none is intact; None (``trainer``
+    untouched, at iteration 0) when the run has no checkpoint at all."""
     problems: list[str] = []
     for ckpt in reversed(run.checkpoints()):
         try:
@@ -366,7 +367,7 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path:
         return ckpt
     if problems:
         raise ResumeError(f"run {str(run.path)!r} has no intact checkpoint: {'; '.join(problems)}")
-    raise ResumeError(f"run {str(run.path)!r} has no checkpoint to resume from")
+    return None  # stopped before its first checkpoint: it starts again from its seed
 
 
 def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[RunFolder, str]:
@@ -379,8 +380,6 @@ def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[Run
         and meta.get("host") == socket.gethostname()
     ):
         raise ResumeError(f"run {str(path)!r} is still running (pid {meta['pid']})")
-    if run.latest_checkpoint() is None:
-        raise ResumeError(f"run {str(path)!r} has no checkpoint to resume from")
     cfg = run.config()
     for key, recorded, now_set in [
         ("train.rule", meta.get("rule"), cfg.train.rule),
@@ -407,7 +406,7 @@ def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[Run
     run.remove_leftovers()
     run.truncate_metrics(before=trainer.iteration)
     run.forget(
-        [newer for newer in run.checkpoints() if newer.name > ckpt.name]
+        [newer for newer in run.checkpoints() if ckpt is None or newer.name > ckpt.name]
         + [
             record
             for record in sorted((run.path / RECORDS).glob("iter_*.h5"))
