@@ -138,13 +138,19 @@ def train(
 
 
 def resume(
-    run: Run | str | os.PathLike, iterations: int | None = None, progress: bool = False
+    run: Run | str | os.PathLike,
+    iterations: int | None = None,
+    progress: bool = False,
+    task: str | None = None,
 ) -> Run:
     """Continue a run from its latest checkpoint (bit-identical to an uninterrupted run);
-    ``iterations`` sets a new total."""
+    ``iterations`` sets a new total. A run of a task in a user's file needs ``task`` to name
+    that file (``"FILE.py:CLASS"``): resuming imports it, and a run folder never runs code
+    unless its user says so."""
     from mdgl_analysis.training.loop import resume as _resume
 
-    folder, _ = _resume(Path(run.path if isinstance(run, Run) else run), iterations, progress)
+    path = Path(run.path if isinstance(run, Run) else run)
+    folder, _ = _resume(path, iterations, progress, task)
     return Run(folder.path)
 
 
@@ -183,7 +189,7 @@ class Run:
 
     @property
     def config(self) -> Config:
-        """The resolved configuration the run trains with."""
+        """The resolved configuration the run trains with (its task named, not imported)."""
         return self.folder.config()
 
     def metrics(self):

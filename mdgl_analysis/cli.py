@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--iterations", type=int, help="new total number of iterations")
+    p.add_argument(
+        "--task",
+        metavar="FILE.py:CLASS",
+        help="the run's task file, named to trust it (runs of a task in a user's file only)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("info", help="describe a run folder")
@@ -151,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from mdgl_analysis import api
 
-    run = api.resume(args.run, args.iterations, progress=not args.no_progress)
+    run = api.resume(args.run, args.iterations, progress=not args.no_progress, task=args.task)
     _report(run.folder, run.status)
     return EXIT_OF_STATUS.get(run.status, 1)
 

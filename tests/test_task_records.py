@@ -3,10 +3,13 @@ every step) and a user's task from a file (cross-entropy at many steps)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import mdgl_analysis as m
-from mdgl_analysis import analysis
+from mdgl_analysis import analysis, cli
+from mdgl_analysis.training.loop import ResumeError
 
 from helpers import USER_TASK
 
@@ -63,6 +66,25 @@ def test_a_users_task_run_records_verifies_and_analyses(user_run):
     assert user_run.meta["task"]["metric"] == "accuracy"
 
 
-def test_a_users_task_run_resumes_from_the_task_file(user_run):
-    run = m.resume(user_run, iterations=4)
+def test_a_users_task_run_resumes_only_from_the_task_file_its_user_names(user_run, tmp_path):
+    """A received run folder names a task file; resuming would import it, so it is refused until
+    the user names that file (unchanged since training) on the command line."""
+    name = user_run.meta["task"]["name"]
+    task_file = Path(name.rpartition(":")[0])
+    marker = tmp_path / "imported"
+    before = task_file.read_text()
+    task_file.write_text(before + f"\nopen({str(marker)!r}, 'a').write('x')\n")
+    try:
+        for argv in (
+            ["resume", str(user_run.path), "--iterations", "4", "--no-progress"],
+            ["resume", str(user_run.path), "--iterations", "4", "--task", "other.py:MyTask"],
+        ):
+            assert cli.main(argv) == 2
+            assert not marker.exists()  # refused before anything was imported
+        with pytest.raises(ResumeError, match="changed since"):
+            m.resume(user_run, iterations=4, task=name)
+        assert not marker.exists()
+    finally:
+        task_file.write_text(before)
+    run = m.resume(user_run, iterations=4, task=name)
     assert run.status == "completed" and run.meta["iteration"] == 4

@@ -33,7 +33,14 @@ from mdgl_analysis.rules import check_rules, get_rule
 from mdgl_analysis.tasks import TaskBatch, draw
 from mdgl_analysis.training.compare import same_batch
 from mdgl_analysis.training.optim import TFAdam, apply_update
-from mdgl_analysis.training.runs import RunFolder, RunFolderError, now, pid_alive
+from mdgl_analysis.training.runs import (
+    RunFolder,
+    RunFolderError,
+    now,
+    pid_alive,
+    sha256_of,
+    task_file,
+)
 
 GENERATORS = ("task", "val", "rewire")
 
@@ -321,18 +328,46 @@ class ResumeError(RuntimeError):
 
 
 def resume(
-    path: str | Path, iterations: int | None = None, progress: bool = True
+    path: str | Path,
+    iterations: int | None = None,
+    progress: bool = True,
+    task: str | None = None,
 ) -> tuple[RunFolder, str]:
     """Continue a killed, interrupted, failed or finished run from its latest checkpoint.
 
     Metrics newer than that checkpoint are dropped, so the result is bit-identical to an
-    uninterrupted run with the same seed. ``iterations`` extends (or sets) the total.
+    uninterrupted run with the same seed. ``iterations`` extends (or sets) the total. A run whose
+    task is a user's ``FILE.py:CLASS`` resumes only when ``task`` names that same file (which is
+    then imported, so run folders received from others never run code by themselves) and the
+    file is unchanged since training began (its SHA-256 in ``run.json``).
     """
     run = RunFolder(path)
     if not run.exists():
         raise ResumeError(f"{str(path)!r} is not a run folder (no {run.json_path.name})")
     with run.lock():
-        return _resume(run, iterations, progress)
+        return _resume(run, iterations, progress, task)
+
+
+def _trusted_task(run: RunFolder, meta: dict[str, Any], task: str | None) -> None:
+    """ResumeError unless the run's task is built in, or a file named by ``task`` and unchanged."""
+    name = run.config().task.name
+    file = task_file(name)
+    if file is None:
+        return
+    named = task_file(task) if task else None
+    if named != file or task.rpartition(":")[2] != name.rpartition(":")[2]:
+        raise ResumeError(
+            f"run {str(run.path)!r} trains the task in the file {str(file)!r}; resuming imports "
+            f"and runs that file, so name it to trust it: --task {name}"
+        )
+    if not file.is_file():
+        raise ResumeError(f"the task file {str(file)!r} of run {str(run.path)!r} does not exist")
+    recorded = (meta.get("task") or {}).get("file_sha256")
+    if recorded and sha256_of(file) != recorded:
+        raise ResumeError(
+            f"the task file {str(file)!r} changed since run {str(run.path)!r} was trained "
+            "(its SHA-256 differs from run.json): a resumed run must see the same task"
+        )
 
 
 def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
@@ -370,17 +405,20 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
     return None  # stopped before its first checkpoint: it starts again from its seed
 
 
-def _resume(run: RunFolder, iterations: int | None, progress: bool) -> tuple[RunFolder, str]:
+def _resume(
+    run: RunFolder, iterations: int | None, progress: bool, task: str | None
+) -> tuple[RunFolder, str]:
     path = run.path
     meta = run.meta()
     run.read_metrics()  # a damaged metrics.csv is named before anything is changed
+    _trusted_task(run, meta, task)
     if (
         meta["status"] == "running"
         and pid_alive(meta.get("pid"))
         and meta.get("host") == socket.gethostname()
     ):
         raise ResumeError(f"run {str(path)!r} is still running (pid {meta['pid']})")
-    cfg = run.config()
+    cfg = run.config(resolve_task=True)
     for key, recorded, now_set in [
         ("train.rule", meta.get("rule"), cfg.train.rule),
         ("run.seed", meta.get("seed"), cfg.run.seed),

@@ -130,7 +130,9 @@ def task_info(cfg: Config) -> dict[str, Any]:
     from mdgl_analysis.recording.writer import epochs_of, input_names_of
 
     task = config_mod.task_of(cfg)
+    info = {"file_sha256": sha256_of(task_file(cfg.task.name))} if task_file(cfg.task.name) else {}
     return {
+        **info,
         "name": cfg.task.name,
         "loss": task.loss,
         "metric": METRICS[task.loss],
@@ -141,6 +143,13 @@ def task_info(cfg: Config) -> dict[str, Any]:
         "epochs": epochs_of(task),
         "input_names": input_names_of(task, task.n_in),
     }
+
+
+def task_file(name: str) -> Path | None:
+    """The Python file of a ``FILE.py:CLASS`` task name (None for a built-in task)."""
+    from mdgl_analysis.tasks import is_file_task
+
+    return Path(name.rpartition(":")[0]).expanduser().resolve() if is_file_task(name) else None
 
 
 class RunFolderError(ValueError):
@@ -208,8 +217,10 @@ class RunFolder:
     def write_config(self, cfg: Config) -> None:
         atomic_write(self.config_path, config_mod.dumps(cfg))
 
-    def config(self) -> Config:
-        return config_mod.load(self.config_path)
+    def config(self, resolve_task: bool = False) -> Config:
+        """The run's resolved config; its task is resolved (a task in a user's file imported)
+        only when ``resolve_task`` says so: reading a run never runs code."""
+        return config_mod.load(self.config_path, resolve_task=resolve_task)
 
     def meta(self) -> dict[str, Any]:
         try:

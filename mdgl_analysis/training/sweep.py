@@ -19,7 +19,7 @@ from typing import Any
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import Config, ConfigError
-from mdgl_analysis.training.runs import RunFolder, atomic_write, now
+from mdgl_analysis.training.runs import RunFolder, atomic_write, now, task_file
 
 MANIFEST = "sweep.json"
 
@@ -64,7 +64,8 @@ def _run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, A
     run = RunFolder(folder)
     if run.exists():
         meta = run.meta()
-        target = config_mod.load(config_file).train.iterations
+        cfg = config_mod.load(config_file, resolve_task=False)
+        target = cfg.train.iterations
         if meta["status"] == "completed" and meta["iteration"] >= target:
             return {
                 "rule": rule,
@@ -74,6 +75,8 @@ def _run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, A
                 "note": "already completed",
             }
         cmd = ["resume", folder, "--iterations", str(target)]
+        if task_file(cfg.task.name):  # the task the sweep's own config names (see resume)
+            cmd += ["--task", cfg.task.name]
     else:
         cmd = [
             "train",
@@ -118,7 +121,7 @@ class Sweep:
     ) -> Sweep:
         sweep = cls(folder)
         if sweep.manifest.exists():
-            old = config_mod.load(sweep.config_file)
+            old = config_mod.load(sweep.config_file, resolve_task=False)
             if old.train.iterations != cfg.train.iterations:
                 old = config_mod.set_value(old, "train.iterations", cfg.train.iterations)
             if config_mod.to_dict(old) != config_mod.to_dict(cfg):
