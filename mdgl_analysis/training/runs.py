@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import pickle
 import platform
 import shutil
 import socket
@@ -398,9 +399,17 @@ class RunFolder:
         try:
             state = torch.load(path, map_location=device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - any damage: say which file and why, in one line
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            lines = [line for line in str(err).strip().splitlines() if line.strip()]
+            code = [line for line in lines if "GLOBAL" in line]
+            if isinstance(err, pickle.UnpicklingError) and code:  # torch's advice is not ours
+                reason = (
+                    f"it holds more than tensors, numbers, strings and containers "
+                    f"({code[0].strip().rstrip('.')}): loading it could run code, so it is refused"
+                )
+            else:
+                reason = f"{type(err).__name__}: {(lines or [''])[0]}"
             raise RunFolderError(
-                f"checkpoint {str(path)!r} cannot be loaded safely: {type(err).__name__}: {reason}"
+                f"checkpoint {str(path)!r} cannot be loaded safely: {reason[:300]}"
             ) from None
         if not isinstance(state, dict) or "iteration" not in state:
             raise RunFolderError(f"checkpoint {str(path)!r} is not a training state")
