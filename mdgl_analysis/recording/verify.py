@@ -228,30 +228,28 @@ def _update_checks(f, cfg, rules) -> dict[str, float]:
     if int(np.asarray(f.attrs.get("iteration", -1)).item()) != 0 or training not in rules:
         return errors
     t, r = cfg.train, rules.index(training)
-    first = math.sqrt(1 - t.adam_beta2)
-    eps = t.adam_eps
+    first = math.sqrt(1 - t.adam_beta2)  # TF Adam's first step: lr * g / (|g| + eps / first)
     worst = 0.0
-    for part in ("rec", "in", "out", "b_out"):
-        if part == "b_out":
-            w, dw, g = (f[n][()].astype(np.float64) for n in ("b_out", "db_out", "grad_b_out"))
-            step, keep = 0.0, np.ones(w.shape, bool)
-        else:
-            grad = f[f"grad_{part}"][r] if part != "out" else f["grad_out"][()]
-            w, dw = (f[f"{n}_{part}"][()].astype(np.float64) for n in ("w", "dw"))
-            g = np.asarray(grad, dtype=np.float64)
-            after = w + dw
-            # connected before and after, and not revived at reconnect_eps in this step
+    for w_name, dw_name, grad, constrained in [  # constrained: sign, guard, l1, reconnection
+        ("w_rec", "dw_rec", f["grad_rec"][r], True),
+        ("w_in", "dw_in", f["grad_in"][r], True),
+        ("w_out", "dw_out", f["grad_out"][()], True),
+        ("b_out", "db_out", f["grad_b_out"][()], False),
+    ]:
+        w, dw, g = (np.asarray(a, np.float64) for a in (f[w_name][()], f[dw_name][()], grad))
+        after = w + dw
+        sign, keep = np.ones_like(w), np.ones(w.shape, bool)
+        if constrained:  # connected before and after, not revived at reconnect_eps
+            sign = np.sign(w)
             keep = (w != 0) & (after != 0) & ~np.isclose(np.abs(after), t.reconnect_eps)
-            step = t.lr * t.l1
-        sign = np.sign(w) if part != "b_out" else np.ones_like(w)
         g_theta = sign * g
-        d_theta = -t.lr * first * g_theta / (first * np.abs(g_theta) + eps) - step
-        expected = sign * d_theta
-        if keep.any():
-            # dw = after - before was rounded in the stored dtype: allow that rounding
-            rounding = 4 * np.finfo(f["db_out" if part == "b_out" else f"dw_{part}"].dtype).eps
-            excess = np.abs(dw - expected) - rounding * (np.abs(w) + np.abs(w + dw))
-            worst = max(worst, float(excess[keep].max(initial=0)) / np.abs(expected[keep]).max())
+        d_theta = -t.lr * first * g_theta / (first * np.abs(g_theta) + t.adam_eps)
+        expected = sign * (d_theta - (t.lr * t.l1 if constrained else 0.0))
+        # dw = after - before was rounded in the stored dtype: allow that rounding
+        rounding = 4 * np.finfo(f[dw_name].dtype).eps * (np.abs(w) + np.abs(after))
+        excess = (np.abs(dw - expected) - rounding)[keep]
+        if excess.size:
+            worst = max(worst, max(float(excess.max()), 0.0) / np.abs(expected[keep]).max())
     errors["update_first_step"] = worst
     return errors
 
