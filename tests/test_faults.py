@@ -171,7 +171,9 @@ def test_a_full_disk_at_any_write_fails_the_run_cleanly_and_it_resumes(
         assert disk.hits[point] >= at, f"the point was hit only {disk.hits.get(point)} times"
     message = str(exc.value)
     assert "\n" not in message and "No space left on device" in message
-    assert f"'{path}/" in message  # the file is named
+    building = path.with_name(f".{path.name}.creating")  # where a run folder is made
+    assert f"'{path}/" in message or f"'{building}/" in message  # the file is named
+    assert not building.exists()
     run = RunFolder(path)
     if not path.exists():  # failed while making the folder, which is then removed
         assert not isinstance(exc.value, TrainingError)

@@ -84,15 +84,14 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        """Everything that determines the rest of the run. Every random draw comes from the run's
+        own generators, none from torch's global one, so two runs of one config checkpoint the
+        same bytes of state."""
         return {
             "iteration": self.iteration,
             "net": self.net.state_dict(),
             "opt": self.opt.state_dict(),
             "generators": {n: g.get_state() for n, g in self.gens.items()},
-            "rng": rng,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -101,9 +100,6 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         for n, g in self.gens.items():
             g.set_state(state["generators"][n])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
     # -- one iteration -----------------------------------------------------------------------
     def batch(self, stream: str, size: int) -> TaskBatch:
@@ -314,12 +310,9 @@ def start(
     device = runtime.resolve_device(cfg.run.device)
     trainer = Trainer(cfg, device)
     trainer.probe()
-    run = RunFolder.create(out, cfg, command, str(device))
+    # with its iteration-0 checkpoint: a run killed at any moment after this resumes
+    run = RunFolder.create(out, cfg, command, str(device), trainer.state())
     with run.lock():
-        try:  # iteration 0: a run killed at once still resumes
-            run.save_checkpoint(trainer.state())
-        except Exception as err:
-            raise _failed(run, err) from err
         return run, run_training(run, trainer, progress)
 
 

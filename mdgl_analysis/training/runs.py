@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import io
@@ -171,19 +172,36 @@ class RunFolder:
 
     # -- creation and metadata ---------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, cfg: Config, command: list[str], device: str) -> RunFolder:
-        """Make the folder (its parent may exist, the folder itself must not)."""
-        run = cls(path)
-        run.path.parent.mkdir(parents=True, exist_ok=True)
-        run.path.mkdir()
+    def create(
+        cls,
+        path: str | Path,
+        cfg: Config,
+        command: list[str],
+        device: str,
+        state: dict[str, Any] | None = None,
+    ) -> RunFolder:
+        """Make the folder, with the checkpoint ``state`` when given (its parent may exist, the
+        folder itself must not). It is built under a temporary name and renamed when complete,
+        so a run killed while it is made leaves no folder (and can be trained again)."""
+        final = Path(path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        building = final.with_name(f".{final.name}.creating")
+        shutil.rmtree(building, ignore_errors=True)  # left by a killed creation
+        if final.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final))
+        building.mkdir()
+        run = cls(building)
         try:
-            run._populate(cfg, command, device)
+            run._populate(cfg, command, device, final.name)
+            if state is not None:
+                run.save_checkpoint(state)
+            os.rename(building, final)
         except BaseException:  # a half-made folder holds nothing worth keeping
-            shutil.rmtree(run.path, ignore_errors=True)
+            shutil.rmtree(building, ignore_errors=True)
             raise
-        return run
+        return cls(final)
 
-    def _populate(self, cfg: Config, command: list[str], device: str) -> None:
+    def _populate(self, cfg: Config, command: list[str], device: str, run_id: str) -> None:
         run = self
         run.checkpoint_dir.mkdir()
         run.write_config(cfg)
@@ -191,7 +209,7 @@ class RunFolder:
         run._write_manifest({})
         run.write_meta(
             {
-                "id": run.path.name,
+                "id": run_id,
                 "status": "running",
                 "created": now(),
                 "started": now(),
