@@ -22,7 +22,7 @@ import torch
 
 from mdgl_analysis import cli
 from mdgl_analysis.recording.readers import record_files
-from mdgl_analysis.recording.verify import verify_file
+from mdgl_analysis.recording.verify import integrity, verify_file
 from mdgl_analysis.recording.writer import CHECKSUM, digest_update
 from mdgl_analysis.training.loop import start
 from mdgl_analysis.training.runs import RunFolder, sha256_of
@@ -236,3 +236,21 @@ def test_a_crafted_checkpoint_never_runs_under_any_command(copy, tmp_path, capsy
             assert len(err) == 1 and "could run code, so it is refused" in err[0], err
     entry = json.loads((sweep / "sweep.json").read_text())["runs"][0]
     assert entry["status"] != "completed" and "could run code" in entry["note"]
+
+
+@pytest.mark.parametrize(
+    "chunks", [None, (4, 3, 5), (1, 3, 5), (10, 7, 5), (3, 7, 5), (1, 1, 5), (2, 2, 2), (1, 7, 2)]
+)
+def test_a_variables_checksum_is_read_back_whatever_its_chunks(chunks, tmp_path):
+    """The reader hashes the values in C order whatever the chunk layout (auto-chunked inputs of
+    a paper-size batch are chunked along several axes), and still sees a change."""
+    values = np.arange(10 * 7 * 5, dtype=np.float32).reshape(10, 7, 5)
+    hasher = hashlib.sha256()
+    digest_update(hasher, values)
+    path = tmp_path / "r.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=values, chunks=chunks).attrs[CHECKSUM] = hasher.hexdigest()
+    assert integrity(path) == []
+    with h5py.File(path, "r+") as f:
+        f["x"][9, 6, 4] = -1.0
+    assert integrity(path) == ["variable 'x': values differ from their sha256"]

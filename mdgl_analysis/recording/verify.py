@@ -70,21 +70,31 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _blocks(dataset: h5py.Dataset):
-    """``(key, label)`` of every chunk of ``dataset`` in C order (one block if contiguous)."""
+    """``(key, label)`` of blocks that together read every chunk of ``dataset`` once, in C order
+    (one block if it is contiguous).
+
+    A block is one index on each leading axis whose chunks are 1 long, a chunk's range on the
+    next axis and everything after, so it is a contiguous run of the C-order values.
+    """
     chunks = dataset.chunks
     if chunks is None or dataset.size == 0:
         yield (), "the whole variable"
         return
     split = [i for i, (c, n) in enumerate(zip(chunks, dataset.shape, strict=True)) if c < n]
-    lead = split[-1] + 1 if split else 0  # axes after the last split one are whole in a chunk
+    if not split:
+        yield (), "its only chunk"
+        return
+    lead = 0
+    while chunks[lead] == 1 and lead < split[-1]:
+        lead += 1
+    lead += 1
     grid = [range(0, dataset.shape[i], chunks[i]) for i in range(lead)]
     for start in np.ndindex(*[len(g) for g in grid]):
         key = tuple(
             slice(grid[i][j], min(grid[i][j] + chunks[i], dataset.shape[i]))
             for i, j in enumerate(start)
         )
-        label = "[" + ", ".join(f"{k.start}:{k.stop}" for k in key) + "]"
-        yield key, f"{dataset.dims[0].label or 'axis 0'} chunk {label}" if key else label
+        yield key, "chunk(s) at [" + ", ".join(f"{k.start}:{k.stop}" for k in key) + "]"
 
 
 def integrity(path: str | Path) -> list[str]:
