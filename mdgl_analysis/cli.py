@@ -1,7 +1,8 @@
 """The ``mdgl`` command line: train, resume, info, bench.
 
 Bad input (unknown rule, preset or key, out-of-range values, missing config file, existing output
-folder) exits with status 2 and one line on stderr, before anything is created.
+folder, sizes that cannot fit in memory, a damaged run folder) exits with status 2 and one line on
+stderr, before anything is created or changed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mdgl_analysis.tasks import TaskError
 from mdgl_analysis.training.loop import ResumeError, TrainingError
 from mdgl_analysis.training.runs import (
     MANIFEST,
+    RUN_JSON,
     RunFolder,
     RunFolderError,
     command_line,
@@ -131,13 +133,91 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+# ------------------------------------------------------------------------------------------------
+# damaged run folders: info, resume, analyze and figures name the file and what is wrong with it,
+# in one line, before reading (or changing) anything else
+
+
+def _check_config_text(run: RunFolder) -> None:
+    """The run's config.toml parses as TOML (analyses read it as data)."""
+    import tomllib
+
+    path = str(run.config_path)
+    try:
+        tomllib.loads(run.config_path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{path!r} is missing: a run folder keeps its config there") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{path!r} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise RunFolderError(f"{path!r} cannot be read: {err.strerror or err}") from None
+
+
+def _check_records(run: Path) -> None:
+    """Every record file of the run opens as HDF5."""
+    import h5py
+
+    from mdgl_analysis.recording.readers import record_files
+    from mdgl_analysis.tasks.base import one_line
+
+    for path in record_files(run):
+        try:
+            with h5py.File(path, "r"):
+                pass
+        except OSError as err:
+            raise RunFolderError(
+                f"record {str(path)!r} is not a readable HDF5 file ({one_line(err)}); "
+                f"`mdgl verify {run}` checks the run's files"
+            ) from None
+
+
+def _run_folders(roots: list[str]) -> list[Path]:
+    """The run folders (with run.json) given, or under the folders given; RunFolderError for a
+    path that does not exist."""
+    found: list[Path] = []
+    for text in roots:
+        root = Path(text)
+        if not root.exists():
+            raise RunFolderError(
+                f"{text!r} does not exist: give run folders or folders holding run folders"
+            )
+        if (root / RUN_JSON).is_file():
+            found.append(root)
+        else:
+            found += sorted(p.parent for p in root.rglob(RUN_JSON))
+    return found
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """``path`` or the first of its parents that exists as something other than a folder."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def _check_memory(cfg: config_mod.Config, runs: int = 1) -> None:
+    """Refuse a config whose runs cannot fit this machine's memory (before any folder exists)."""
+    import torch
+
+    from mdgl_analysis import runtime
+    from mdgl_analysis.training.memory import check_memory
+
+    if cfg.run.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device = 'cuda' but no CUDA device is available; use auto or cpu")
+    check_memory(cfg, runtime.resolve_device(cfg.run.device), runs=runs)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mdgl_analysis import api
 
-    if args.config and args.preset:
+    if args.config is not None and args.preset is not None:
         return _fail("give either --config FILE or --preset NAME, not both")
+    if args.out is not None and args.out.strip() == "":
+        return _fail("--out '' is not allowed: the path of a new run folder")
+    # --config is a file, whatever its name ends with ("" and "x" too): read it as one here
+    source = (
+        config_mod.load(args.config, resolve_task=False) if args.config is not None else args.preset
+    )
     run = api.train(
-        args.config or args.preset,
+        source,
         out=args.out,
         progress=not args.no_progress,
         command=command_line(),
@@ -188,7 +268,7 @@ def describe(run: RunFolder) -> str:
     lines = [
         f"run       {run.path}",
         f"status    {status}",
-        f"rule      {meta['rule']}   seed {meta['seed']}   device {meta['device']}",
+        f"rule      {meta['rule']}   seed {meta['seed']}   device {meta.get('device')}",
         *_describe_task(meta),
         f"progress  {meta['iteration']} / {meta['iterations']} iterations",
         f"started   {meta['started']}   ended {meta['ended']}",
@@ -240,6 +320,7 @@ def _describe_records(run: RunFolder) -> list[str]:
     lines.append(f"          variables of {files[-1].name} (size on disk):")
     from mdgl_analysis.recording.schema import VARIABLES
 
+    _check_records(run.path)
     for name, dims, shape, nbytes, dtype in storage(files[-1]):
         if name not in VARIABLES:
             continue
@@ -311,6 +392,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _fail(f"--workers {args.workers}: an integer >= 1")
     if not (math.isfinite(args.window_ms) and args.window_ms > 0):
         return _fail(f"--window-ms {args.window_ms!r} is not allowed: a finite number > 0")
+    if args.out and _blocking_file(Path(args.out).parent) is not None:
+        blocking = _blocking_file(Path(args.out).parent)
+        return _fail(f"--out {args.out!r}: {str(blocking)!r} is a file, not a folder")
+    for run in _run_folders(args.runs):  # damage named in one line, before any computation
+        _check_config_text(RunFolder(run))
+        _check_records(run)
     runs = analysis.find_runs(args.runs)
     runs = [r for r in runs if record_files(r)]
     if not runs:
@@ -369,6 +456,18 @@ def cmd_figures(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
+    runs = _run_folders(args.runs)
+    if not runs:
+        return _fail(f"no run folder (with {RUN_JSON}) in {' '.join(args.runs)}")
+    for run in runs:  # damage named in one line, before any figure is drawn
+        folder = RunFolder(run)
+        folder.meta()
+        folder.read_metrics()
+        _check_config_text(folder)
+        _check_records(run)
+    blocking = _blocking_file(Path(args.out))
+    if blocking is not None:
+        return _fail(f"--out {args.out!r}: {str(blocking)!r} is a file, not a folder")
     root = str(Path(__file__).resolve().parent.parent)  # the folder holding this package
     env = dict(os.environ, PYTHONSAFEPATH="1")  # not the cwd's mdgl_analysis, if any
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
@@ -408,6 +507,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     name = Path(args.config).stem if is_file else args.config
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{name}"
+    blocking = _blocking_file(out)
+    if blocking is not None:
+        return _fail(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder")
+    if not args.scheduler:  # (a cluster's workers have their own memory)
+        at_once = min(args.jobs, len(rules) * len(seeds))
+        for rule in rules:
+            ruled = config_mod.set_value(cfg, "train.rule", rule)
+            _check_memory(ruled, runs=at_once)
     sweep = Sweep.create_or_open(out, cfg, rules, seeds)
     print(
         f"sweep {out}: {len(rules)} rules x {len(seeds)} seeds, "
@@ -422,6 +529,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mdgl_analysis.training.bench import run_benchmark
 
+    items = [t.strip() for t in args.threads.split(",")]
+    if not all(t.isdigit() and int(t) >= 1 for t in items):
+        return _fail(f"--threads {args.threads!r} is not allowed: comma-separated integers >= 1")
+    if args.iterations < 1:
+        return _fail(f"--iterations {args.iterations} is not allowed: an integer >= 1")
+    _check_memory(config_mod.resolve(None, args.preset, args.set, {"run.device": args.device}))
     return run_benchmark(args)
 
 

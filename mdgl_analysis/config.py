@@ -505,13 +505,21 @@ def load(path: str | Path, base: Config | None = None, resolve_task: bool = True
     """Read a TOML config file (sections as in :class:`Config`; missing fields keep ``base``).
 
     ``resolve_task=False`` leaves the task unresolved (more changes are coming)."""
+    if str(path).strip() == "":
+        raise ConfigError("config file '' is not allowed: the path of a TOML file")
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    except OSError as err:  # unreadable: permissions, a device, ...
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read: {err.strerror or err}"
+        ) from None
     return from_dict(data, base, source=str(path), resolve_task=resolve_task)
 
 
@@ -561,8 +569,11 @@ def resolve(
     if base is not None:
         cfg = base
     else:
+        # "" is a bad name or path, not a missing one: only None means the default preset
         cfg = (
-            load(config_file, resolve_task=False) if config_file else preset(preset_name or "paper")
+            load(config_file, resolve_task=False)
+            if config_file is not None
+            else preset("paper" if preset_name is None else preset_name)
         )
     shortcuts = dict(shortcuts or {})
     task_name = shortcuts.pop("task.name", None)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import random
 import resource
 import signal
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +19,10 @@ from mdgl_analysis.config import ConfigError
 from mdgl_analysis.recording.readers import open_record, open_run, record_files
 from mdgl_analysis.recording.schema import SCHEMA_VERSION, VARIABLES, iteration_of, selected
 from mdgl_analysis.recording.verify import contract, recompute
-from mdgl_analysis.training.loop import resume, start
+from mdgl_analysis.training.loop import start
 from mdgl_analysis.training.runs import RunFolder
 
-from helpers import small_config, spy_reads, train_command, train_process
+from helpers import small_config, spy_reads, train_command
 
 ALL = "state,signals,credit,traces,eligibility"
 
@@ -204,39 +202,6 @@ def _same_record(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(da[name].values, db[name].values, err_msg=name)
     da.close()
     db.close()
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_moments_leaves_complete_records_and_resume_continues(tmp_path):
-    cfg = rec_config(iterations=8, every=1)
-    cfg = config_mod.set_value(cfg, "task.delay_ms", 300)
-    cfg_file = _write_config(tmp_path, cfg)
-    reference, _ = start(cfg, tmp_path / "reference", ["test"], progress=False)
-    ref_files = {iteration_of(f): f for f in record_files(reference.path)}
-    assert len(ref_files) == 8
-    rng = random.Random(0)
-    for trial in range(10):
-        out = tmp_path / f"killed{trial}"
-        proc = train_process(cfg_file, out)
-        deadline = time.time() + 60
-        while not (out / "records").exists() and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        run = RunFolder(out)
-        tmp_files = list((out / "records").glob("*.tmp"))
-        assert len(tmp_files) <= 1
-        for f in record_files(out):  # every complete record equals the reference, bit for bit
-            _same_record(f, ref_files[iteration_of(f)])
-        if trial % 3 == 0 or run.latest_checkpoint() is None:
-            continue
-        resume(out, progress=False)
-        assert run.meta()["status"] == "completed"
-        assert not list((out / "records").glob("*.tmp"))
-        assert sorted(iteration_of(f) for f in record_files(out)) == list(range(8))
-        for f in record_files(out):
-            _same_record(f, ref_files[iteration_of(f)])
 
 
 def _limit_file_size(limit: int):

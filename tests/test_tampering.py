@@ -147,7 +147,7 @@ def test_random_bytes_in_a_compressed_chunk_name_the_variable_and_chunk(copy, ca
     line = next(x for x in out.splitlines() if "FAILED" in x)
     assert "'learning_signal'" in line and ("cannot be read" in line or "sha256" in line), line
     if "cannot be read" in line:
-        assert "chunk [" in line
+        assert "chunk(s) at [" in line
 
 
 def test_a_record_of_random_bytes_fails_in_one_line_each(copy, capsys):

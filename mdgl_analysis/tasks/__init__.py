@@ -25,6 +25,7 @@ from mdgl_analysis.tasks.base import (
     check_batch,
     check_task,
     draw,
+    one_line,
 )
 from mdgl_analysis.tasks.evidence import EvidenceTask
 from mdgl_analysis.tasks.pattern import PatternTask
@@ -88,7 +89,8 @@ def _load_file_class(name: str) -> type:
         except Exception as err:  # noqa: BLE001 - the user's code: say what broke, in one line
             del sys.modules[module_name]
             raise TaskError(
-                f"task.name = {name!r}: importing {path_text!r} failed: {type(err).__name__}: {err}"
+                f"task.name = {name!r}: importing {path_text!r} failed: {type(err).__name__}: "
+                f"{one_line(err)}"
             ) from None
     cls = getattr(module, cls_name, None)
     if cls is None:
@@ -114,7 +116,12 @@ def make_task(name: str, params: dict[str, Any] | None = None) -> Task:
     try:
         if name.startswith(NEUROGYM_PREFIX):
             env = name[len(NEUROGYM_PREFIX) :]
-            params.pop("env", None)
+            stated = params.pop("env", env)
+            if stated != env:  # the name carries the environment; a second one is a mistake
+                raise TaskError(
+                    f"task.env = {stated!r} is not allowed: the environment is part of the task's "
+                    f"name, task.name = 'neurogym:{env}' (set task.name = 'neurogym:{stated}')"
+                )
             task = cls(env=env, **params)
         else:
             task = cls(**params)
@@ -122,7 +129,7 @@ def make_task(name: str, params: dict[str, Any] | None = None) -> Task:
         raise
     except Exception as err:  # noqa: BLE001 - the user's constructor
         raise TaskError(
-            f"task {name!r} could not be created: {type(err).__name__}: {err}"
+            f"task {name!r} could not be created: {type(err).__name__}: {one_line(err)}"
         ) from None
     check_task(task)
     return task

@@ -141,6 +141,13 @@ def coerce(key: str, value: Any, kind: type) -> Any:
     return value
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace runs, newlines included, become one space),
+    at most ``limit`` characters: what a one-line error quotes of a user's code."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check_task(task: Any) -> None:
     """The protocol's attributes exist and make sense; TaskError naming the first that does not."""
     label = getattr(task, "name", lambda: type(task).__name__)()
@@ -172,7 +179,7 @@ def draw(task: Any, size: int, gen: torch.Generator) -> TaskBatch:
     except Exception as err:  # noqa: BLE001 - the task's code: say what broke, in one line
         label = getattr(task, "name", lambda: type(task).__name__)()
         raise TaskError(
-            f"task {label}: sample({size}, gen) raised {type(err).__name__}: {err}"
+            f"task {label}: sample({size}, gen) raised {type(err).__name__}: {one_line(err)}"
         ) from None
     return check_batch(task, batch, size)
 

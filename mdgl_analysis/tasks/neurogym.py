@@ -325,6 +325,16 @@ class NeuroGymTask(Task):
             raise TaskError("task.env_kwargs may not set dt: use task.dt (equal to network.dt)")
         trials = self._trials(AUTO_SEED, AUTO_TRIALS)  # builds the environment: name, spaces
         known = list(trials[0].periods)
+        timing = parse_timing(self.timing)
+        if timing:  # NeuroGym ignores a duration of no period: a typo would pass unnoticed
+            plain = {k: v for k, v in self._kwargs().items() if k != "timing"}
+            names = set(known) | set(self._make(plain).timing)  # periods, and the env's own keys
+            for period in timing:
+                if period not in names:
+                    raise TaskError(
+                        f"task.timing = {self.timing!r} is not allowed: {self.env} has no period "
+                        f"{period!r}; its periods: {', '.join(known)}"
+                    )
         for period in chosen or []:
             if period not in known:
                 raise TaskError(
@@ -374,6 +384,12 @@ class NeuroGymTask(Task):
             for table in (env.start_t, env.end_t, env.start_ind, env.end_ind):
                 table.clear()  # only this trial's periods (add_period fills them anew)
             info = env.new_trial()
+            if not hasattr(env, "ob"):  # a step-by-step environment (DawTwoStep-v0, ...)
+                raise TaskError(
+                    f"task.env = {self.env!r} is not allowed: it makes no whole trials (no env.ob "
+                    "after new_trial()); a supervised NeuroGym task, e.g. "
+                    "PerceptualDecisionMaking-v0"
+                )
             n = int(env.ob.shape[0])
             if n < 1:
                 raise TaskError(f"task.env = {self.env!r} made a trial of no steps")

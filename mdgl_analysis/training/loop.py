@@ -63,6 +63,9 @@ class Trainer:
     """Owns the network, optimiser and random streams of one run."""
 
     def __init__(self, cfg: Config, device: torch.device):
+        from mdgl_analysis.training.memory import check_memory
+
+        check_memory(cfg, device)  # sizes that cannot fit are refused before any allocation
         check_rules(cfg)
         self.cfg, self.device = cfg, device
         self.task = task_of(cfg)
@@ -346,6 +349,11 @@ def _trusted_task(run: RunFolder, meta: dict[str, Any], task: str | None) -> Non
     name = run.config().task.name
     file = task_file(name)
     if file is None:
+        if task:
+            raise ResumeError(
+                f"--task {task!r}: run {str(run.path)!r} trains the built-in task {name!r}; "
+                "--task names the file of a run whose task is a user's file"
+            )
         return
     named = task_file(task) if task else None
     if named != file or task.rpartition(":")[2] != name.rpartition(":")[2]:
@@ -368,6 +376,7 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
     as ``*.damaged`` and named on stderr. ResumeError when none is intact; None (``trainer``
     untouched, at iteration 0) when the run has no checkpoint at all."""
     problems: list[str] = []
+    damaged: list[Path] = []
     for ckpt in reversed(run.checkpoints()):
         try:
             problem = run.check(ckpt)
@@ -376,7 +385,7 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
             state = run.load_checkpoint(ckpt, trainer.device)
         except RunFolderError as err:
             problems.append(f"{ckpt.name} ({str(err).split(': ', 1)[-1]})")
-            ckpt.rename(ckpt.with_name(ckpt.name + ".damaged"))
+            damaged.append(ckpt)
             continue
         try:
             trainer.load_state(state)
@@ -386,6 +395,10 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
                 f"checkpoint {ckpt.name} does not fit the run's {run.config_path.name} (was it "
                 f"edited?): {type(err).__name__}: {reason[:200]}"
             ) from None
+        for (
+            bad
+        ) in damaged:  # set aside only once the run can go on: a failed resume changes nothing
+            bad.rename(bad.with_name(bad.name + ".damaged"))
         if problems:
             print(
                 f"mdgl: warning: damaged checkpoint(s) kept as *.damaged: {'; '.join(problems)}; "
@@ -395,7 +408,9 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
         return ckpt
     if problems:
         raise ResumeError(f"run {str(run.path)!r} has no intact checkpoint: {'; '.join(problems)}")
-    return None  # stopped before its first checkpoint: it starts again from its seed
+    if not run.checkpoint_dir.is_dir():
+        raise ResumeError(f"run {str(run.path)!r} has no {run.checkpoint_dir.name} folder")
+    return None  # no checkpoint at all (deleted?): it starts again from its seed
 
 
 def _resume(
@@ -403,7 +418,8 @@ def _resume(
 ) -> tuple[RunFolder, str]:
     path = run.path
     meta = run.meta()
-    run.read_metrics()  # a damaged metrics.csv is named before anything is changed
+    run.read_metrics()  # a damaged metrics.csv or manifest is named before anything changes
+    run.manifest()
     _trusted_task(run, meta, task)
     if (
         meta["status"] == "running"

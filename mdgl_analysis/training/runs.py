@@ -154,6 +154,40 @@ def task_file(name: str) -> Path | None:
     return Path(name.rpartition(":")[0]).expanduser().resolve() if is_file_task(name) else None
 
 
+_NONE = type(None)
+_META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # key -> (types, what is allowed)
+    "status": ((str,), f"one of {', '.join(STATUSES)}"),
+    "rule": ((str,), "a rule name"),
+    "seed": ((int,), "an integer"),
+    "iteration": ((int,), "an integer >= 0"),
+    "iterations": ((int,), "an integer >= 0"),
+    "started": ((str, _NONE), "a time or null"),
+    "ended": ((str, _NONE), "a time or null"),
+    "git": ((dict,), 'an object {"commit": ..., "dirty": ...}'),
+    "pid": ((int, _NONE), "a process id or null"),
+    "host": ((str, _NONE), "a host name or null"),
+    "device": ((str,), "a device name"),
+    "resumed": ((list,), "a list"),
+    "task": ((dict, _NONE), "an object or null"),
+    "diverged": ((dict, _NONE), "an object or null"),
+    "error": ((str, _NONE), "a message or null"),
+}
+
+
+def _meta_value_ok(key: str, value: Any, types: tuple[type, ...]) -> bool:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return False
+    if key == "status":
+        return value in STATUSES
+    if key in ("iteration", "iterations"):
+        return value >= 0
+    if key == "git":
+        return isinstance(value.get("commit"), str | _NONE) and isinstance(
+            value.get("dirty"), bool | _NONE
+        )
+    return True
+
+
 class RunFolderError(ValueError):
     """A folder is not a readable run folder."""
 
@@ -254,6 +288,14 @@ class RunFolder:
                 f"{str(self.json_path)!r} lacks {', '.join(missing)}: not a complete run "
                 "description"
             )
+        for key, (types, allowed) in _META_TYPES.items():
+            if key in meta and not _meta_value_ok(key, meta[key], types):
+                shown = repr(meta[key])
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
+                raise RunFolderError(
+                    f"{str(self.json_path)!r}: {key} = {shown} is not allowed: {allowed} (a "
+                    "damaged run description)"
+                )
         return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
@@ -301,6 +343,23 @@ class RunFolder:
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every row of ``metrics.csv``; RunFolderError naming the file and line when one is not
         ``iteration,split,name,value``."""
+        path = str(self.metrics_path)
+        try:
+            return self._read_metrics()
+        except FileNotFoundError:
+            raise RunFolderError(
+                f"{path!r} is missing: a run folder keeps its metrics there"
+            ) from None
+        except UnicodeDecodeError as err:
+            raise RunFolderError(
+                f"{path!r} is not text: byte {err.start} is not UTF-8 (a damaged file)"
+            ) from None
+        except csv.Error as err:
+            raise RunFolderError(f"{path!r} is not CSV: {err}") from None
+        except OSError as err:
+            raise RunFolderError(f"{path!r} cannot be read: {err.strerror or err}") from None
+
+    def _read_metrics(self) -> list[dict[str, Any]]:
         rows = []
         with open(self.metrics_path, newline="") as f:
             reader = csv.DictReader(f)
