@@ -236,9 +236,10 @@ def test_a_real_full_filesystem(tmp_path, precheck):
     """A 100 MB tmpfs that the demo's records fill: the record that does not fit is refused
     before it starts (or, without that check, fails mid-write). The run fails in one line naming
     the file, says ``failed``, leaves no temporary file, and what it wrote before verifies."""
-    if not shutil.which("unshare") or subprocess.run(
-        ["unshare", "-rm", "true"], capture_output=True
-    ).returncode:
+    if (
+        not shutil.which("unshare")
+        or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode
+    ):
         pytest.skip("no user namespaces to mount a small filesystem in")
     mount = tmp_path / "fs"
     mount.mkdir()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mdgl_analysis.cli import main
-from mdgl_analysis.training.runs import RunFolder
+from mdgl_analysis.training.runs import RunFolder, RunFolderError
 
 FAST = ["--preset", "demo", "--set", "task.delay_ms=50", "--set", "train.compare_every=0"]
 
@@ -79,7 +79,9 @@ def test_two_resumes_of_one_run_started_together_train_once(run):
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, err in results if code == 2).strip().splitlines()
-    assert len(refused) == 1 and "is in use by another process" in refused[0]
+    assert len(refused) == 1 and "is in use by another process (pid " in refused[0]
+    holder = next(p.pid for p, (code, _) in zip(procs, results, strict=True) if code == 0)
+    assert f"(pid {holder} on " in refused[0]  # the lock file names the process that holds it
     rows = RunFolder(run).read_metrics()
     keys = [(r["iteration"], r["split"], r["name"]) for r in rows]
     assert len(keys) == len(set(keys))  # no duplicated rows
@@ -87,8 +89,13 @@ def test_two_resumes_of_one_run_started_together_train_once(run):
 
 
 def test_the_lock_is_released_when_a_run_ends(run):
-    with RunFolder(run).lock():
-        pass
+    folder = RunFolder(run)
+    with folder.lock():
+        assert folder.lock_path.read_text().startswith(f"pid {os.getpid()} on ")
+        busy = f"in use by another process \\(pid {os.getpid()}"
+        with pytest.raises(RunFolderError, match=busy), RunFolder(run).lock():
+            pass  # a second holder, in this process too (flock is per open file)
+    assert folder.lock_path.read_text() == ""
     time.sleep(0.01)
     with RunFolder(run).lock():  # a second taker succeeds once the first let go
         pass

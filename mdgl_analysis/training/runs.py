@@ -38,6 +38,7 @@ RUN_JSON = "run.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"
+LOCK = "run.lock"
 METRICS_HEADER = ("iteration", "split", "name", "value")
 META_KEYS = ("status", "rule", "seed", "iteration", "iterations", "started", "ended", "git")
 """Keys every run.json has (readers rely on them)."""
@@ -203,6 +204,7 @@ class RunFolder:
     metrics_path = property(lambda self: self.path / METRICS)
     checkpoint_dir = property(lambda self: self.path / CHECKPOINTS)
     manifest_path = property(lambda self: self.path / MANIFEST)
+    lock_path = property(lambda self: self.path / LOCK)
 
     # -- creation and metadata ---------------------------------------------------------------
     @classmethod
@@ -494,25 +496,28 @@ class RunFolder:
 
     @contextlib.contextmanager
     def lock(self):
-        """Hold the run's writer lock (``fcntl.flock`` on the run folder itself, so taking it
-        writes nothing): one process at a time trains or resumes a run; a second one stops at
-        once with one line naming the holder (from ``run.json``)."""
-        fd = os.open(self.path, os.O_RDONLY)
+        """Hold the run's writer lock: ``fcntl.flock`` on ``run.lock``, which holds the
+        holder's pid and host while it is held (and is emptied when released). One process at a
+        time trains or resumes a run; a second one stops at once with one line naming the
+        holder. Readers never take it."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
             os.close(fd)
-            holder = "see its run.json"
-            with contextlib.suppress(RunFolderError, OSError):
-                meta = self.meta()
-                holder = f"pid {meta.get('pid')} on {meta.get('host')}"
             raise RunFolderError(
                 f"run {str(self.path)!r} is in use by another process ({holder}): one process "
                 "at a time trains or resumes a run"
             ) from None
         try:
+            with contextlib.suppress(OSError):  # a full disk: the lock holds all the same
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
             yield self
         finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
             os.close(fd)  # releases the lock
 
     def checkpoints(self) -> list[Path]:
