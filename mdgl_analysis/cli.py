@@ -1,4 +1,4 @@
-"""The ``mdgl`` command line: train, resume, info, bench.
+"""The ``mdgl`` command line: train, resume, info, verify, analyze, figures, sweep, bench.
 
 Bad input (unknown rule, preset or key, out-of-range values, missing config file, existing output
 folder, sizes that cannot fit in memory, a damaged run folder) exits with status 2 and one line on
@@ -43,7 +43,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mdgl", description=__doc__.splitlines()[0])
+    from mdgl_analysis import __version__
+    from mdgl_analysis.rules import RULES
+
+    parser = _Parser(
+        prog="mdgl",
+        description="Train recurrent spiking networks with BPTT, e-prop and MDGL, record full "
+        "traces, verify and analyse them, draw the figures.",
+    )
+    parser.add_argument("--version", action="version", version=f"mdgl-analysis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a network into a new run folder")
@@ -51,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--config", metavar="FILE", help="TOML config (see runs/configs/)")
     src.add_argument("--preset", metavar="NAME", help=f"one of {', '.join(config_mod.PRESETS)}")
     p.add_argument("--task", metavar="NAME", help=TASK_HELP)
-    p.add_argument("--rule", help="learning rule (train.rule)")
+    p.add_argument("--rule", help=f"learning rule (train.rule): {', '.join(RULES)}")
     p.add_argument("--seed", help="random seed (run.seed)")
     p.add_argument("--iterations", help="training iterations (train.iterations)")
     p.add_argument(
@@ -109,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="train every (rule, seed) of a config, resumable")
     p.add_argument("config", metavar="CONFIG", help="a TOML config file or a preset name")
     p.add_argument("--task", metavar="NAME", help=TASK_HELP)
-    p.add_argument("--rules", default="bptt,eprop,mdgl")
+    p.add_argument(
+        "--rules", default="bptt,eprop,mdgl", help=f"comma-separated, of {', '.join(RULES)}"
+    )
     p.add_argument("--seeds", default="1-5", help="A-B or a,b,c")
     p.add_argument("--iterations", help="training iterations of every run")
     p.add_argument("--record-every", metavar="K", help="record every K-th iteration")

@@ -1526,3 +1526,19 @@ def test_the_same_run_can_still_be_resumed_after_the_failed_attempts(prepare, tm
     assert cli.main(["resume", "--no-progress", "--iterations", "3", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().err == ""
     assert (tmp_path / "r" / "checkpoints" / "ckpt_000003.pt").is_file()
+
+
+def test_version_and_help_name_every_command_and_rule(capsys):
+    from mdgl_analysis import __version__
+    from mdgl_analysis.rules import RULES
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == f"mdgl-analysis {__version__}\n"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in cli.COMMANDS)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert ", ".join(RULES) in " ".join(capsys.readouterr().out.split())

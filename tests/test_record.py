@@ -272,3 +272,23 @@ def test_a_schema_1_record_of_the_pre_plugin_code_still_verifies():
     errors = recompute(path)
     assert max(errors.values()) < 1e-6 and len(errors) == 12
     assert max(contract(path).values()) < 1e-6
+
+
+def test_xarray_concatenates_a_runs_records_as_they_are(recorded):
+    """Each record holds its iteration as a length-1 dimension coordinate: plain
+    ``xr.open_mfdataset`` (nothing of ours) makes one dataset of a run."""
+    import xarray as xr
+
+    _, run = recorded
+    files = record_files(run.path)
+    ds = xr.open_mfdataset(files, engine="h5netcdf", data_vars="all", combine="by_coords")
+    assert list(ds.iteration.values) == [iteration_of(f) for f in files] == [0, 2]
+    assert ds.e_rec.dims[0] == "iteration" and ds.grad_rec.dims == (
+        "iteration",
+        "rule",
+        "synapse_rec",
+    )
+    ours = open_run(run.path)
+    np.testing.assert_array_equal(ds.grad_rec.values, ours.grad_rec.values)
+    ds.close()
+    ours.close()

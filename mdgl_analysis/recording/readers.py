@@ -111,6 +111,8 @@ def open_record(path: str | Path) -> xr.Dataset:
     """One record file as a lazy Dataset, with an ``iteration`` coordinate."""
     path = Path(path)
     ds = _fast_reads(xr.open_dataset(path, engine="h5netcdf", chunks={}))
+    if "iteration" in ds.dims:  # schema 3: a length-1 dimension coordinate
+        return _load_coords(ds.isel(iteration=0))
     return _load_coords(ds).assign_coords(iteration=int(ds.attrs["iteration"]))
 
 

@@ -6,6 +6,7 @@ conventions (a dimension scale on every axis), so xarray, h5py, netCDF-C and HDF
 Dimension vocabulary (the same names as the torch code and the analysis):
 
 =============  =====================================================================
+``iteration``   the training iteration of the record (length 1: records concatenate on it)
 ``time``        recorded steps (the time window), coordinate in ms
 ``trial``       recorded trials of the batch, coordinate = index in the batch
 ``input_time``  every step of the trial (for the inputs), coordinate in ms
@@ -32,13 +33,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: per-step targets and mask of any task (``target`` or ``target_value``, ``mask``), the
 readout output ``y``, the metric of the task's loss (``accuracy`` or ``nmse``), inputs stored
 exactly when they are not counts; file attributes ``task``, ``loss``, ``metric``,
-``task_epochs``."""
+``task_epochs``. 3: an ``iteration`` dimension of length 1 with its coordinate (so that
+``xarray.open_mfdataset`` concatenates a run's records as they are), a ``sha256`` attribute on
+every variable."""
 
 DIMS = (
+    "iteration",
     "time",
     "trial",
     "input_time",
@@ -69,6 +73,7 @@ class Var(NamedTuple):
 
 
 COORDS: dict[str, Var] = {
+    "iteration": Var(("iteration",), "int", "1", "the training iteration recorded", "coords"),
     "time": Var(("time",), "model", "ms", "time of each recorded step", "coords"),
     "trial": Var(("trial",), "int", "1", "index of each recorded trial in the batch", "coords"),
     "input_time": Var(("input_time",), "model", "ms", "time of every step", "coords"),

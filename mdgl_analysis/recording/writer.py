@@ -370,6 +370,7 @@ class Recorder:
         """Upper bound of a record's size: every variable uncompressed."""
         n_steps, batch, n = fwd.traj.z.shape
         sizes = {
+            "iteration": 1,
             "time": self.t1 - self.t0,
             "trial": len(self.trials),
             "input_time": n_steps,
@@ -456,6 +457,7 @@ class Recorder:
         n_in, k = fwd.x.shape[-1], snap.weights.w_out.shape[0]
         model_np = np.float64 if fwd.x.dtype == torch.float64 else np.float32
         f.dimensions = {
+            "iteration": 1,
             "time": self.t1 - self.t0,
             "trial": len(self.trials),
             "input_time": n_steps,
@@ -487,6 +489,7 @@ class Recorder:
         )
         w = snap.weights
         cpu = {
+            "iteration": np.array([iteration], dtype=np.int64),
             "time": (np.arange(self.t0, self.t1) * net_cfg.dt).astype(model_np),
             "trial": np.asarray(self.trials, dtype=np.int32),
             "input_time": (np.arange(n_steps) * net_cfg.dt).astype(model_np),
