@@ -87,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("info", help="describe a run folder")
-    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("run", metavar="RUN_DIR", nargs="?")
+    p.add_argument(
+        "--hdf5-plugin-path",
+        action="store_true",
+        help="print the folder of the HDF5 filter plugins that record files need (blosc): "
+        "set HDF5_PLUGIN_PATH to it for h5dump, ncdump, HDFView or h5py without hdf5plugin",
+    )
 
     p = sub.add_parser("verify", help="check recorded gradients from the record files alone")
     p.add_argument("run", metavar="RUN_OR_FILE")
@@ -263,6 +269,13 @@ def _report(run: RunFolder, status: str) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.hdf5_plugin_path:
+        import hdf5plugin
+
+        print(hdf5plugin.PLUGIN_PATH)
+        return 0
+    if args.run is None:
+        return _fail("info: give RUN_DIR (a run folder), or --hdf5-plugin-path")
     run = RunFolder(args.run)
     if not run.exists():
         return _fail(f"{args.run!r} is not a run folder (no run.json)")

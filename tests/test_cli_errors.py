@@ -1382,7 +1382,7 @@ CASES = {
     "unknown-option": Case(
         ["train", "--bogus"], ["unrecognized arguments: --bogus"], argparse=True
     ),
-    "info-without-a-run": Case(["info"], ["RUN_DIR"], argparse=True),
+    "info-without-a-run": Case(["info"], ["RUN_DIR"]),
     "info-of-a-file": Case(
         ["info", "{tmp}/r/run.json"], ["run.json'", "not a run folder"], tiny_run=True
     ),

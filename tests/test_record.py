@@ -292,3 +292,27 @@ def test_xarray_concatenates_a_runs_records_as_they_are(recorded):
     np.testing.assert_array_equal(ds.grad_rec.values, ours.grad_rec.values)
     ds.close()
     ours.close()
+
+
+def test_the_printed_plugin_path_lets_h5py_read_records_without_hdf5plugin(recorded, capsys):
+    """``mdgl info --hdf5-plugin-path`` names the folder that HDF5 tools need in
+    HDF5_PLUGIN_PATH; a process that never imports hdf5plugin then reads the blosc chunks."""
+    import subprocess
+    import sys
+
+    from mdgl_analysis import cli
+
+    _, run = recorded
+    assert cli.main(["info", "--hdf5-plugin-path"]) == 0
+    plugins = capsys.readouterr().out.strip()
+    record = record_files(run.path)[0]
+    code = (
+        "import sys, h5py; assert 'hdf5plugin' not in sys.modules; "
+        f"print(float(abs(h5py.File({str(record)!r})['e_rec'][()]).sum()))"
+    )
+    env = {"HDF5_PLUGIN_PATH": plugins, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == pytest.approx(float(abs(open_run(run.path).e_rec[0]).sum()))
+    without = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert without.returncode != 0  # the plugin path is what makes the data readable
