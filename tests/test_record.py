@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 from dataclasses import replace
@@ -316,3 +317,18 @@ def test_the_printed_plugin_path_lets_h5py_read_records_without_hdf5plugin(recor
     assert float(done.stdout) == pytest.approx(float(abs(open_run(run.path).e_rec[0]).sum()))
     without = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert without.returncode != 0  # the plugin path is what makes the data readable
+
+
+@pytest.mark.skipif(shutil.which("h5dump") is None, reason="no h5dump (Debian: hdf5-tools)")
+def test_h5dump_reads_record_data_with_the_plugin_path(recorded, capsys):
+    import subprocess
+
+    from mdgl_analysis import cli
+
+    _, run = recorded
+    assert cli.main(["info", "--hdf5-plugin-path"]) == 0
+    env = {"HDF5_PLUGIN_PATH": capsys.readouterr().out.strip(), "PATH": "/usr/bin:/bin"}
+    record = str(record_files(run.path)[0])
+    cmd = ["h5dump", "-d", "/e_rec", "-s", "0,0,0", "-c", "2,1,5", record]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env).stdout
+    assert "(1,0,0):" in out  # the values of a blosc-compressed chunk, not an empty DATA {}
