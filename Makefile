@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,neurogym]"
+	$(BIN)/pip install --quiet -e ".[dev,neurogym,tensorboard]"
 	touch $(STAMP)
 
 install: $(STAMP)

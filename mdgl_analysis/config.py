@@ -123,6 +123,9 @@ class RunConfig:
     dtype: str = "float32"
     threads: int = 1
     checkpoint_every: int = 50
+    # also write every metric as a TensorBoard scalar under RUN/tensorboard/ (metrics.csv stays
+    # the source of truth); needs the [tensorboard] extra
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

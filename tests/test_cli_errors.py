@@ -400,6 +400,9 @@ CASES = {
     "info-incomplete-run-json": Case(
         ["info", RUN], ["run.json", "lacks rule, git"], setup=incomplete_run_json, tiny_run=True
     ),
+    "tensorboard-not-a-boolean": Case(
+        train("--set", "run.tensorboard=maybe"), ["run.tensorboard = 'maybe'", "true or false"]
+    ),
     "resume-task-file-for-a-built-in-task": Case(
         ["resume", "--no-progress", "--iterations", "3", "--task", "{tmp}/t.py:T", RUN],
         ["--task", "t.py:T", "built-in task 'evidence'"],

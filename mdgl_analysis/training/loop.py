@@ -41,6 +41,8 @@ from mdgl_analysis.training.runs import (
     sha256_of,
     task_file,
 )
+from mdgl_analysis.training.tensorboard import Scalars
+from mdgl_analysis.training.tensorboard import check_available as check_tensorboard
 
 GENERATORS = ("task", "val", "rewire")
 
@@ -256,6 +258,13 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
     status = "completed"
     watch = Divergence(cfg, run.read_metrics())
     flagged = False
+    scalars = Scalars(run.path, trainer.iteration) if cfg.run.tensorboard else None
+
+    def write(rows: list[tuple[int, str, str, float]]) -> None:
+        run.append_metrics(rows)
+        if scalars is not None:
+            scalars.add(rows)
+
     try:
         with _StopFlag() as flag:
             while trainer.iteration < total:
@@ -274,11 +283,11 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
                         )
                         run.update_meta(diverged={"iteration": trainer.iteration, "reason": reason})
                         if stop:
-                            run.append_metrics(rows)
+                            write(rows)
                             status = "diverged"
                             break
                 rows += trainer.step(recorder)
-                run.append_metrics(rows)
+                write(rows)
                 done = trainer.iteration
                 if done % cfg.run.checkpoint_every == 0 or done == total or flag.stop:
                     run.save_checkpoint(trainer.state())
@@ -296,10 +305,13 @@ def run_training(run: RunFolder, trainer: Trainer, progress: bool = True) -> str
             if status == "completed":
                 if not run.checkpoint_path(trainer.iteration).exists():
                     run.save_checkpoint(trainer.state())
-                run.append_metrics(trainer.validate())
+                write(trainer.validate())
     except Exception as err:
         bar.close()
         raise _failed(run, err) from err
+    finally:
+        if scalars is not None:
+            scalars.close()
     bar.close()
     run.update_meta(status=status, ended=now(), iteration=trainer.iteration)
     return status
@@ -311,6 +323,7 @@ def start(
     """Create a run folder for ``cfg`` at ``out`` and train. The folder must not exist."""
     runtime.configure(cfg.run.threads)
     device = runtime.resolve_device(cfg.run.device)
+    check_tensorboard(cfg)
     trainer = Trainer(cfg, device)
     trainer.probe()
     # with its iteration-0 checkpoint: a run killed at any moment after this resumes
@@ -443,6 +456,7 @@ def _resume(
         cfg = replace(cfg, train=replace(cfg.train, iterations=iterations))
     runtime.configure(cfg.run.threads)
     device = runtime.resolve_device(cfg.run.device)
+    check_tensorboard(cfg)
     trainer = Trainer(cfg, device)
     ckpt = _latest_intact(run, trainer)
     if trainer.iteration > cfg.train.iterations:
