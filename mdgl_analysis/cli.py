@@ -494,7 +494,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     root = str(Path(__file__).resolve().parent.parent)  # the folder holding this package
     env = dict(os.environ, PYTHONSAFEPATH="1")  # not the cwd's mdgl_analysis, if any
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    failed = []
+    drawn, failed = [], []
     for name in FIGURE_SCRIPTS:
         done = subprocess.run(
             [sys.executable, "-m", f"mdgl_analysis.analysis.figures.{name}", *args.runs]
@@ -504,11 +504,18 @@ def cmd_figures(args: argparse.Namespace) -> int:
             env=env,
         )
         print(done.stdout, end="")
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
+        lines = done.stderr.strip().splitlines()
+        why = (lines[-1] if lines else str(done.returncode)).removeprefix("error: ")
+        if done.returncode == 0:
+            drawn.append(name)
+        elif done.returncode == EXIT_USAGE:  # plotting.CANNOT_DRAW: these runs cannot give it
+            print(f"{name}: skipped: {why}", file=sys.stderr)
+        else:
             failed.append(name)
-            print(f"{name}: failed: {lines[-1] if lines else done.returncode}", file=sys.stderr)
-    return 1 if failed else 0
+            print(f"{name}: failed: {why}", file=sys.stderr)
+    if failed:
+        return 1
+    return 0 if drawn else EXIT_USAGE
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

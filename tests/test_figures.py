@@ -183,6 +183,17 @@ def test_mdgl_figures_runs_the_package_modules(
     assert written == ["recorded_trial.pdf", "recorded_trial.png"]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("no_such_figure: failed: ")
+    # a figure its inputs cannot give is skipped with its reason; drawn ones make it a success
+    monkeypatch.setattr(cli, "FIGURE_SCRIPTS", ("fig3c_learning_curves", "recorded_trial"))
+    empty = tmp_path / "empty"
+    shutil.copytree(pattern_run, empty)
+    shutil.rmtree(empty / "records")
+    assert mdgl_main(["figures", str(empty), "--out", "figs2"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("recorded_trial: skipped: "), err
+    monkeypatch.setattr(cli, "FIGURE_SCRIPTS", ("recorded_trial",))
+    assert mdgl_main(["figures", str(empty), "--out", "figs3"]) == 2  # nothing could be drawn
+    assert capsys.readouterr().err.startswith("recorded_trial: skipped: ")
     for name in FIGURES:
         assert (ANALYSES / f"{name}.py").is_file()
     helped = subprocess.run(
@@ -371,10 +382,10 @@ def test_recorded_trial_options(root: Path, tmp_path: Path, capsys) -> None:
     assert module.main(argv) == 0
     assert all(p.stat().st_size > 0 for p in tmp_path.iterdir())
     capsys.readouterr()
-    assert module.main([str(root), "--out", str(tmp_path), "--iteration", "1"]) == 1
+    assert module.main([str(root), "--out", str(tmp_path), "--iteration", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "iteration 1 was not recorded" in err[0]
-    assert module.main([str(root), "--out", str(tmp_path), "--trial", "5"]) == 1
+    assert module.main([str(root), "--out", str(tmp_path), "--trial", "5"]) == 2
     assert "trial 5 was not recorded" in capsys.readouterr().err
     plt.close("all")
 

@@ -637,14 +637,19 @@ def note(message: str) -> None:
 
 
 def fail(err: FigureError) -> int:
-    """Print ``error: <message>`` on stderr; returns the exit status 1."""
+    """Print ``error: <message>`` on stderr; returns :data:`CANNOT_DRAW`."""
     print(f"error: {err}", file=sys.stderr)
-    return 1
+    return CANNOT_DRAW
+
+
+CANNOT_DRAW = 2
+"""Exit status of a figure script whose inputs cannot give its figure (one line on stderr says
+why); ``mdgl figures`` reports such a figure as skipped, any other failure as failed."""
 
 
 def draw(make: Callable[[], Figure], out_dir: str | Path, name: str) -> int:
     """A figure script's ending: ``make()`` the figure and :func:`finish` it (status 0), or
-    :func:`fail` in one line when the runs cannot give it (status 1)."""
+    :func:`fail` in one line when the runs cannot give it (:data:`CANNOT_DRAW`)."""
     try:
         fig = make()
     except FigureError as err:

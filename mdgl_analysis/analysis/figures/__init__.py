@@ -7,7 +7,7 @@ grouped by their configs, never by folder names) and has
 * ``main(argv: list[str] | None = None) -> int``: the command line
   ``python -m mdgl_analysis.analysis.figures.<name> RUN_OR_FOLDER... --out DIR [options]``,
   which writes ``<name>.png`` and ``<name>.pdf`` into ``DIR`` and prints their paths (exit
-  status 0), or prints ``error: ...`` on stderr (status 1) when the runs cannot give the figure.
+  status 0), or prints ``error: ...`` on stderr (status 2) when the runs cannot give the figure.
 
 ``mdgl figures RUN... --out DIR`` draws every figure of :data:`FIGURES`; ``analyses/<name>.py``
 are the same command lines as scripts. What a figure knows of the task (its loss and metric,

@@ -161,7 +161,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: find the runs, draw, save (prints the written paths); 0, or 1 with one
+    """Command line: find the runs, draw, save (prints the written paths); 0, or 2 with one
     line on stderr when the runs cannot give the figure."""
     ap = plotting.parser(__doc__, NAME)
     ap.add_argument("--trained-with", default="auto", help=plotting.trained_with_help())

@@ -189,7 +189,7 @@ def _count(table: pd.DataFrame, column: str, noun: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: find the runs, draw, save (prints the written paths); 0, or 1 with one
+    """Command line: find the runs, draw, save (prints the written paths); 0, or 2 with one
     line on stderr when the runs cannot give the figure."""
     ap = plotting.parser(__doc__, NAME)
     ap.add_argument(

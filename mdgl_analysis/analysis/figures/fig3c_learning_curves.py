@@ -249,7 +249,7 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: find the runs, draw, save (prints the written paths); 0, or 1 with one
+    """Command line: find the runs, draw, save (prints the written paths); 0, or 2 with one
     line on stderr when the runs cannot give the figure."""
     ap = plotting.parser(__doc__, NAME)
     ap.add_argument(

@@ -553,7 +553,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: pick the run and record, draw, save (prints the written paths); 0, or 1
+    """Command line: pick the run and record, draw, save (prints the written paths); 0, or 2
     with one line on stderr when the runs cannot give the figure."""
     ap = plotting.parser(__doc__, NAME)
     ap.add_argument("--iteration", type=int, help="recorded training iteration (default: last)")
