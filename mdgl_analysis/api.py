@@ -95,11 +95,13 @@ def default_out(cfg: Config) -> Path:
 
 
 def _check_out(out: Path) -> None:
+    from mdgl_analysis.training.runs import blocking_file
+
     if str(out).strip() == "":
         raise RunError("out = '' is not allowed: a folder path")
     if out.exists():
         raise RunError(f"output folder {str(out)!r} already exists; choose a new out")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocking = blocking_file(out.parent)
     if blocking is not None:
         raise RunError(f"cannot create {str(out)!r}: {str(blocking)!r} is a file, not a folder")
 

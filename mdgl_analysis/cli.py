@@ -20,9 +20,9 @@ from mdgl_analysis.tasks import TaskError
 from mdgl_analysis.training.loop import ResumeError, TrainingError
 from mdgl_analysis.training.runs import (
     MANIFEST,
-    RUN_JSON,
     RunFolder,
     RunFolderError,
+    blocking_file,
     command_line,
     pid_alive,
 )
@@ -188,25 +188,16 @@ def _check_records(run: Path) -> None:
 
 
 def _run_folders(roots: list[str]) -> list[Path]:
-    """The run folders (with run.json) given, or under the folders given; RunFolderError for a
-    path that does not exist."""
-    found: list[Path] = []
+    """The run folders given, or under the folders given; RunFolderError for a path that does
+    not exist."""
+    from mdgl_analysis.recording.readers import run_folders
+
     for text in roots:
-        root = Path(text)
-        if not root.exists():
+        if not Path(text).exists():
             raise RunFolderError(
                 f"{text!r} does not exist: give run folders or folders holding run folders"
             )
-        if (root / RUN_JSON).is_file():
-            found.append(root)
-        else:
-            found += sorted(p.parent for p in root.rglob(RUN_JSON))
-    return found
-
-
-def _blocking_file(path: Path) -> Path | None:
-    """``path`` or the first of its parents that exists as something other than a folder."""
-    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    return run_folders(roots)
 
 
 def _check_memory(cfg: config_mod.Config, runs: int = 1) -> None:
@@ -415,8 +406,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _fail(f"--workers {args.workers}: an integer >= 1")
     if not (math.isfinite(args.window_ms) and args.window_ms > 0):
         return _fail(f"--window-ms {args.window_ms!r} is not allowed: a finite number > 0")
-    if args.out and _blocking_file(Path(args.out).parent) is not None:
-        blocking = _blocking_file(Path(args.out).parent)
+    if args.out and (blocking := blocking_file(Path(args.out).parent)) is not None:
         return _fail(f"--out {args.out!r}: {str(blocking)!r} is a file, not a folder")
     for run in _run_folders(args.runs):  # damage named in one line, before any computation
         _check_config_text(RunFolder(run))
@@ -481,14 +471,14 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     runs = _run_folders(args.runs)
     if not runs:
-        return _fail(f"no run folder (with {RUN_JSON}) in {' '.join(args.runs)}")
+        return _fail(f"no run folder (with run.json) in {' '.join(args.runs)}")
     for run in runs:  # damage named in one line, before any figure is drawn
         folder = RunFolder(run)
         folder.meta()
         folder.read_metrics()
         _check_config_text(folder)
         _check_records(run)
-    blocking = _blocking_file(Path(args.out))
+    blocking = blocking_file(Path(args.out))
     if blocking is not None:
         return _fail(f"--out {args.out!r}: {str(blocking)!r} is a file, not a folder")
     root = str(Path(__file__).resolve().parent.parent)  # the folder holding this package
@@ -537,7 +527,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     name = Path(args.config).stem if is_file else args.config
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{name}"
-    blocking = _blocking_file(out)
+    blocking = blocking_file(out)
     if blocking is not None:
         return _fail(f"--out {str(out)!r}: {str(blocking)!r} is a file, not a folder")
     if not args.scheduler:  # (a cluster's workers have their own memory)

@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
-from mdgl_analysis.recording.readers import open_record, open_run, record_files
+from mdgl_analysis.recording.readers import open_record, open_run, record_files, run_folders
 
 REFERENCE = "bptt"
 BLOCKS_REC = ("rec_EE", "rec_EI", "rec_IE", "rec_II")
@@ -458,15 +458,7 @@ def find_runs(roots: Iterable[str | Path], **query: Any) -> list[Path]:
     Keys are config fields, dotted (``"train.rule"``) or bare when unambiguous (``rule``,
     ``seed``); runs are never selected by folder name.
     """
-    found: list[Path] = []
-    for root in roots:
-        root = Path(root)
-        candidates = (
-            [root]
-            if (root / "run.json").is_file()
-            else sorted(p.parent for p in root.rglob("run.json"))
-        )
-        found += [p for p in candidates if _matches(_flat(run_config(p)), query)]
+    found = [p for p in run_folders(roots) if _matches(_flat(run_config(p)), query)]
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import blosc
@@ -23,6 +24,17 @@ import xarray as xr
 from mdgl_analysis.recording.schema import RECORDS, iteration_of
 
 __all__ = ["open_record", "open_run", "record_files", "storage"]
+
+
+def run_folders(roots: Iterable[str | Path]) -> list[Path]:
+    """The run folders (holding ``run.json``) among ``roots`` or under them, sorted per root."""
+    found: list[Path] = []
+    for root in map(Path, roots):
+        if (root / "run.json").is_file():
+            found.append(root)
+        else:
+            found += sorted(p.parent for p in root.rglob("run.json"))
+    return found
 
 
 def record_files(run: str | Path) -> list[Path]:

@@ -443,12 +443,13 @@ class RunFolder:
         if kept != files:
             self._write_manifest(kept)
 
-    def check(self, path: Path) -> str | None:
+    def check(self, path: Path, files: dict[str, dict[str, Any]] | None = None) -> str | None:
         """Why ``path`` does not match its checksum, or None when it does (or the run predates
-        manifests)."""
-        files = self.manifest()
-        if not files and not self.manifest_path.is_file():
-            return None
+        manifests). ``files``: the manifest, when the caller has read it already."""
+        if files is None:
+            if not self.manifest_path.is_file():
+                return None
+            files = self.manifest()
         entry = files.get(str(path.relative_to(self.path)))
         if entry is None:
             return f"no checksum in {MANIFEST}"
@@ -461,10 +462,11 @@ class RunFolder:
         problems, notes = [], []
         if not self.manifest_path.is_file():
             return [], [f"no {MANIFEST}: a run made before checksums, files not checked"]
-        listed = set(self.manifest())
+        files = self.manifest()
+        listed = set(files)
         present = [*self.checkpoints(), *sorted((self.path / "records").glob("iter_*.h5"))]
         for path in present:
-            problem = self.check(path)
+            problem = self.check(path, files)
             if problem:
                 problems.append(f"{path.relative_to(self.path)}: {problem}")
             listed.discard(str(path.relative_to(self.path)))
@@ -534,6 +536,12 @@ class RunFolder:
             tmp.unlink()
             removed.append(tmp)
         return removed
+
+
+def blocking_file(path: Path) -> Path | None:
+    """``path`` or the first of its parents that exists as something other than a folder (so
+    that no folder can be made there)."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
 def pid_alive(pid: int | None) -> bool:
