@@ -23,6 +23,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from matplotlib.patches import Rectangle
 
 matplotlib.use("Agg")
@@ -224,8 +225,9 @@ def test_learning_curve_mean_equals_analysis(runs: list[Path]) -> None:
             np.testing.assert_allclose(line.get_ydata(), want["mean"].to_numpy(), rtol=0, atol=0)
             n = int(want["n"].max())
             assert line.get_label() == plotting.rule_n_label(rule, n, "runs")
-    assert fig.axes[0].get_ylabel() == "validation loss (cross-entropy)"
-    assert fig.axes[1].get_ylabel() == "validation accuracy"
+    assert fig.axes[0].get_ylabel() == "validation loss (cross-entropy, nats)"
+    assert fig.axes[1].get_ylabel() == "validation accuracy (fraction correct)"
+    assert "mean ± std over n = 2 runs per rule" in fig.get_suptitle()
     assert "Fig. 3C" in fig.get_suptitle()
     plt.close(fig)
 
@@ -234,14 +236,16 @@ def test_learning_curves_of_a_regression_task_use_nmse(pattern_run: Path) -> Non
     fig = figure("fig3c_learning_curves").plot([pattern_run], smooth=1)
     metrics = analysis.load_metrics([pattern_run])
     ax_loss, ax_metric = fig.axes
-    assert ax_loss.get_ylabel() == "validation loss (MSE)"
-    assert ax_metric.get_ylabel() == "validation normalised MSE"
+    assert ax_loss.get_ylabel() == "validation loss (MSE, target units²)"
+    assert ax_metric.get_ylabel() == "validation normalised MSE (1)"
     want = analysis.learning_curves(metrics, "nmse", "val", smooth=1)
     line = {line.get_gid(): line for line in ax_metric.get_lines()}["mean:bptt"]
     np.testing.assert_array_equal(line.get_xdata(), want["iteration"].to_numpy(float))
     np.testing.assert_allclose(line.get_ydata(), want["mean"].to_numpy(), rtol=0, atol=0)
     title = fig.get_suptitle()
     assert "Fig. 3C" not in title and "Evidence" not in title and "pattern" in title
+    assert "one run per rule: no spread" in title and "±" not in title  # one run: no std
+    assert line.get_label() == "BPTT, one run"
     assert not [c for ax in fig.axes for c in ax.collections if str(c.get_gid()).startswith("p")]
     plt.close(fig)
     # 5 validation points, 5-point smoothing: one point, drawn as a marker
@@ -307,6 +311,133 @@ def test_alignment_over_training_mean_equals_metrics(runs: list[Path]) -> None:
             line = lines[f"mean:{rule}:{part}"]
             np.testing.assert_array_equal(line.get_xdata(), want.index.to_numpy(float))
             np.testing.assert_allclose(line.get_ydata(), want.to_numpy(), rtol=1e-12)
+    plt.close(fig)
+
+
+def test_legend_n_is_the_seeds_plotted_at_the_last_iteration(runs: list[Path], tmp_path: Path):
+    """One e-prop seed's run stopped at iteration 2 of 6: the legend says n = 2 seeds where both
+    are plotted and 1 for the dotted rest, which ends at the last iteration with one seed."""
+    eprop = [r for r in runs if plotting.run_key(r)[0] == "eprop"]
+    copies = [shutil.copytree(r, tmp_path / f"copy{i}") for i, r in enumerate(eprop)]
+    metrics = pd.read_csv(copies[0] / "metrics.csv")
+    metrics[metrics.iteration <= 2].to_csv(copies[0] / "metrics.csv", index=False)
+    fig = figure("alignment_over_training").plot(copies)
+    table = analysis.load_metrics(copies)
+    cos = table[table["name"] == "cos_eprop_rec"]
+    last = cos["iteration"].max()
+    at_last = cos.loc[cos["iteration"] == last, "seed"].nunique()
+    assert at_last == 1 and cos["seed"].nunique() == 2
+    lines = gid_lines(fig)
+    assert lines["mean:eprop:rec"].get_label() == f"e-prop, n = 2 seeds; dotted: {at_last}"
+    assert lines["mean:eprop:rec"].get_xdata().max() == 2
+    assert lines["fewer:eprop:rec"].get_linestyle() == ":"
+    assert lines["fewer:eprop:rec"].get_xdata().max() == last
+    assert "n = 1–2 seeds per rule" in fig.get_suptitle()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert f"e-prop, n = 2 seeds; dotted: {at_last}" in legend
+    assert any(t.startswith("dotted: fewer seeds") for t in legend)
+    plt.close(fig)
+
+
+def test_one_run_says_one_run_and_draws_no_spread(runs: list[Path]) -> None:
+    mdgl = next(r for r in runs if plotting.run_key(r)[0] == "mdgl")
+    fig = figure("alignment_over_training").plot([mdgl])
+    assert "one seed per rule: no spread" in fig.get_suptitle() and "±" not in fig.get_suptitle()
+    assert gid_lines(fig)["mean:mdgl:rec"].get_label() == "MDGL, one seed"
+    assert not [c for ax in fig.axes for c in ax.collections]  # no ± band
+    plt.close(fig)
+    fig = figure("fig3c_learning_curves").plot([mdgl])
+    assert "one run per rule: no spread" in fig.get_suptitle()
+    assert gid_lines(fig)["mean:mdgl"].get_label() == "MDGL, one run"
+    plt.close(fig)
+
+
+def test_markers_only_on_series_of_few_points() -> None:
+    plotting.setup()
+    fig = plotting.new_figure((4, 3))
+    ax = fig.subplots()
+    for k, count in enumerate((5, plotting.DENSE + 1)):
+        x = np.arange(count, dtype=float)
+        plotting.band_by_n(
+            ax, x, x, x * 0, np.full(count, 3), "#000000", "eprop", "seeds", f"mean:{k}"
+        )
+    lines = gid_lines(fig)
+    assert lines["mean:0"].get_marker() == "o"
+    assert lines["mean:1"].get_marker() in (None, "None", "")
+    assert lines["mean:1"].get_label() == "e-prop, n = 3 seeds"
+
+
+def test_a_block_without_cosine_in_one_seed_says_what_n_counts(runs: list[Path], tmp_path: Path):
+    eprop = [r for r in runs if plotting.run_key(r)[0] == "eprop"]
+    copies = [shutil.copytree(r, tmp_path / f"copy{i}") for i, r in enumerate(eprop)]
+    metrics = pd.read_csv(copies[0] / "metrics.csv")
+    metrics.loc[metrics["name"] == "cos_eprop_rec_EI", "value"] = np.nan  # an empty block
+    metrics.to_csv(copies[0] / "metrics.csv", index=False)
+    module = figure("alignment_by_block")
+    fig = module.plot(copies)
+    table = plotting.cosine_table(copies)
+    table = table[(table["rule"] == "eprop") & table["part"].isin(module.BLOCKS)]
+    stats = module.summary(module.per_seed(table)).set_index("part")
+    assert stats.loc["rec_EI", "n"] == 1 and stats["n"].max() == 2
+    notes = [t for t in fig.axes[0].texts if t.get_gid() == "fewer:eprop"]
+    assert [t.get_text() for t in notes] == ["1 of 2\nseeds"] * int((stats["n"] < 2).sum())
+    assert "zero\ngradient in that block" in fig.legends[0].get_title().get_text()
+    plt.close(fig)
+
+
+def _contributions(bptt_scale: list[float], rule_scale: list[float]) -> xr.DataArray:
+    """Contributions [iteration, rule, window, synapse] of ``bptt`` and ``eprop``: e-prop's is
+    BPTT's pattern plus noise, each window scaled as given."""
+    rng = np.random.default_rng(0)
+    n_win, n_syn = len(bptt_scale), 40
+    ref = rng.normal(size=(n_win, n_syn))
+    other = ref + 0.5 * rng.normal(size=(n_win, n_syn))
+    values = np.stack([ref * np.c_[bptt_scale], other * np.c_[rule_scale]])
+    return xr.DataArray(
+        values[None],
+        dims=("iteration", "rule", "window", "synapse"),
+        coords={"iteration": [0], "rule": ["bptt", "eprop"], "window": 50.0 * np.arange(n_win)},
+    )
+
+
+def test_negligible_windows_are_masked_and_normal_ones_are_not() -> None:
+    """Window 0: e-prop's contribution is 1e-14 of BPTT's (a cosine of rounding residues);
+    window 1: normal; window 2: BPTT's own is 1e-12 of its largest. Only window 1 counts."""
+    contrib = _contributions([1.0, 1.0, 1e-12], [1e-14, 1.0, 1.0])
+    res = analysis.compare_contributions(contrib, "synapse")
+    assert np.isfinite(res.cosine.values).all()  # the raw cosines look like data everywhere
+    masked = analysis.negligible(res).sel(rule="eprop", iteration=0).values
+    assert masked.tolist() == [True, False, True]
+    table = figure("alignment_over_time").masked_table(res).set_index("window")
+    assert table["masked"].tolist() == [True, False, True]
+    assert np.isnan(table.loc[0.0, "value"]) and np.isnan(table.loc[100.0, "value"])
+    assert table.loc[50.0, "value"] == pytest.approx(float(res.cosine.sel(rule="eprop")[0, 1]))
+
+
+def test_alignment_over_time_leaves_out_negligible_windows(runs: list[Path], monkeypatch) -> None:
+    """With a time alignment whose first window is negligible for e-prop, the figure draws no
+    value there (a gap), a hatched strip over it, says so in the legend, and draws the others."""
+    real = analysis.time_alignment
+
+    def fake(ds, window_ms, matrix="rec"):
+        got = real(ds, window_ms, matrix=matrix).compute()
+        scale = np.ones(got.sizes["window"])
+        scale[0] = 1e-14
+        factor = xr.DataArray(scale, dims="window", coords={"window": got.window})
+        ratio = got.norm_ratio.where(got.rule != "eprop", got.norm_ratio * factor)
+        return got.assign(norm_ratio=ratio)
+
+    monkeypatch.setattr(analysis, "time_alignment", fake)
+    eprop = next(r for r in runs if plotting.run_key(r)[0] == "eprop")
+    fig = figure("alignment_over_time").plot([eprop], window_ms=50, matrices=("rec",))
+    ax = fig.axes[1]
+    stairs = {p.get_gid(): p for p in ax.patches if p.get_gid()}
+    values = stairs["mean:eprop:rec"].get_data().values
+    assert np.isnan(values[0]) and np.isfinite(values[1:]).any()
+    strips = [c for c in ax.collections if c.get_gid() == "masked:eprop:rec"]
+    assert len(strips) >= 1
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("masked: negligible contribution") for t in legend)
     plt.close(fig)
 
 

@@ -7,6 +7,7 @@ The functions are pure (xarray in, xarray out) and run lazily with dask; see
 from mdgl_analysis.analysis.alignment import (
     angle,
     by_record,
+    compare_contributions,
     compare_with,
     contributions,
     cosine,
@@ -16,6 +17,7 @@ from mdgl_analysis.analysis.alignment import (
     learning_curves,
     load_metrics,
     moving_average,
+    negligible,
     neuron_groups,
     norm_ratio,
     open_runs,
@@ -33,6 +35,7 @@ from mdgl_analysis.analysis.alignment import (
 __all__ = [
     "angle",
     "by_record",
+    "compare_contributions",
     "compare_with",
     "contributions",
     "cosine",
@@ -42,6 +45,7 @@ __all__ = [
     "learning_curves",
     "load_metrics",
     "moving_average",
+    "negligible",
     "neuron_groups",
     "norm_ratio",
     "open_runs",

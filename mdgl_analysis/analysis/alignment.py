@@ -2,14 +2,14 @@
 
 Every function takes and returns xarray objects (or a pandas table for metrics) and reduces over
 named dimensions (``dim=``). Nothing is computed until the caller asks (``.compute()``,
-``.values``, :func:`compute`), so the same code runs on one machine with the threaded scheduler or
+``.values``, ``dask.compute``), so the same code runs on one machine with the threaded scheduler or
 on a ``dask.distributed`` cluster, with memory bounded by a few chunks; :func:`by_record` runs any
 of them one record file per task (on a cluster, nothing but results moves between workers).
 
-Vocabulary: the dims of :mod:`mdgl_analysis.schema`; parts are named as in the training metrics
-(``cos_<rule>_<part>``): matrices ``rec``, ``in``; cell-type blocks ``rec_EE``, ``rec_EI``,
-``rec_IE``, ``rec_II`` (pre->post: ``rec_EI`` = E -> I) and ``in_E``, ``in_I`` (input synapses
-onto E or I cells).
+Vocabulary: the dims of :mod:`mdgl_analysis.recording.schema`; parts are named as in the
+training metrics (``cos_<rule>_<part>``): matrices ``rec``, ``in``; cell-type blocks ``rec_EE``,
+``rec_EI``, ``rec_IE``, ``rec_II`` (pre->post: ``rec_EI`` = E -> I) and ``in_E``, ``in_I`` (input
+synapses onto E or I cells).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def gradient_alignment(ds: xr.Dataset, by: str = "matrix") -> xr.Dataset:
     Only synapses that exist at that iteration (nonzero weight) are compared.
 
     Args:
-        ds: records (:func:`~mdgl_analysis.io.open_run`), dims ``iteration``, ``rule``, ...
+        ds: records (:func:`~mdgl_analysis.recording.readers.open_run`), dims ``iteration``,
+            ``rule``, ...
         by: ``"matrix"`` (``part`` = rec, in) or ``"block"`` (``part`` = rec_EE, rec_EI,
             rec_IE, rec_II, in_E, in_I).
     Returns:
@@ -393,6 +394,12 @@ def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec"
 
     Contributions are summed within each window (existing synapses only), then compared with
     BPTT's over synapses. Lazy; reads the traces and signals chunk by chunk when computed.
+
+    Returns:
+        ``cosine``, ``angle``, ``norm_ratio`` (..., ``rule``, ``window``; the rule's norm over
+        BPTT's in the same window) and ``reference_norm`` (..., ``window``: the norm of BPTT's
+        contribution), so that windows where a contribution is negligible can be told apart
+        (:func:`negligible`): their cosine compares rounding residues, not credit.
     """
     return time_alignments(ds, window_ms, (matrix,)).sel(matrix=matrix, drop=True)
 
@@ -405,9 +412,52 @@ def time_alignments(
     out = []
     for m, contrib in window_contributions(ds, window_ms, matrices).items():
         exists = ds[f"w_{m}"] != 0
-        res = compare_with(contrib.where(exists, 0.0), f"synapse_{m}")
+        res = compare_contributions(contrib.where(exists, 0.0), f"synapse_{m}")
         out.append(res.expand_dims(matrix=[m]))
     return xr.concat(out, dim="matrix")
+
+
+def compare_contributions(
+    contrib: xr.DataArray, dim: str | Sequence[str], reference: str = REFERENCE
+) -> xr.Dataset:
+    """:func:`compare_with` of contributions along ``dim`` (synapses), with ``reference_norm``:
+    the norm of the reference rule's contribution (``contrib`` without its ``rule`` dim), from
+    which :func:`negligible` tells which cosines compare contributions too small to count."""
+    res = compare_with(contrib, dim, reference)
+    ref = contrib.drop_attrs().sel(rule=reference, drop=True)
+    res["reference_norm"] = np.sqrt((ref * ref).sum(dim)).rename("reference_norm")
+    return res
+
+
+NEGLIGIBLE = 1e-6
+"""A window's contribution is negligible below this fraction of BPTT's norm in the same window
+(or, for BPTT's own, of BPTT's largest window): :func:`negligible`."""
+
+
+def negligible(result: xr.Dataset, rel: float = NEGLIGIBLE, dim: str = "window") -> xr.DataArray:
+    """Where a cosine of :func:`time_alignment` compares contributions too small to mean anything.
+
+    True where the rule's contribution is below ``rel`` times BPTT's in the same window
+    (``norm_ratio < rel``), where BPTT's own contribution is below ``rel`` times its largest
+    along ``dim`` (the other windows of the same iteration), or where either is zero (cosine
+    undefined). A rule whose signal only leaks into a window through a filter (e-prop's readout
+    signal long before the loss counts: ~1e-14 of BPTT's) has a cosine there that is numerical
+    noise, however large.
+
+    Args:
+        result: a :func:`time_alignment` (or :func:`time_alignments`) result with ``cosine``,
+            ``norm_ratio`` and ``reference_norm``.
+        rel: the relative threshold.
+        dim: the windows dimension, over which BPTT's largest contribution is taken.
+
+    Returns:
+        boolean DataArray of ``cosine``'s dims (..., ``rule``, ``window``).
+    """
+    ref = result["reference_norm"]
+    small_ref = ref <= rel * ref.max(dim)
+    return ((result["norm_ratio"] < rel) | small_ref | result["cosine"].isnull()).rename(
+        "negligible"
+    )
 
 
 def signal_alignment(ds: xr.Dataset, window_ms: float = 100.0) -> xr.Dataset:

@@ -148,10 +148,59 @@ def rule_label(rule: str) -> str:
     return RULE_LABELS.get(rule, rule)
 
 
-def rule_n_label(rule: str, n: int, unit: str = "") -> str:
-    """Legend entry of a rule with its number of runs, e.g. ``"e-prop, n = 5 seeds"``."""
-    unit = f" {unit}" if unit else ""
-    return f"{rule_label(rule)}, n = {n}{unit}"
+def rule_n_label(rule: str, n: int | Sequence[int], unit: str = "") -> str:
+    """Legend entry of a rule with the number of runs (or seeds, trials...) behind it:
+    ``"e-prop, n = 5 seeds"``, ``"e-prop, n = 3–5 seeds"`` when it varies along the curve,
+    ``"e-prop, one run"`` for one (``unit`` singular then)."""
+    return f"{rule_label(rule)}, {n_text(n, unit)}"
+
+
+def _singular(unit: str) -> str:
+    """``"seeds"`` -> ``"seed"``, ``"recorded iterations"`` -> ``"recorded iteration"``."""
+    head, sep, rest = unit.partition(" ")
+    if sep:
+        return f"{head} {_singular(rest)}"
+    return unit[:-1] if unit.endswith("s") else unit
+
+
+def n_text(n: int | Sequence[int], unit: str = "") -> str:
+    """How many a statistic is over: ``"n = 5 seeds"``, ``"n = 3–5 seeds"`` (a range when ``n``
+    is several counts that differ), ``"one seed"`` (``unit`` is plural; ``"one"`` without a
+    unit)."""
+    ns = sorted({int(k) for k in np.atleast_1d(np.asarray(n, dtype=float)) if np.isfinite(k)})
+    if not ns:
+        return f"n = 0{' ' + unit if unit else ''}"
+    if ns == [1]:
+        return f"one {_singular(unit)}" if unit else "n = 1"
+    count = str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    return f"n = {count}{' ' + unit if unit else ''}"
+
+
+def spread_text(n: int | Sequence[int], unit: str = "seeds", per: str = "rule") -> str:
+    """The statistic of a figure with its n, for a title: ``"mean ± std over n = 3–5 seeds per
+    rule"``, or ``"one seed per rule: no spread"`` when every curve is a single one."""
+    ns = {int(k) for k in np.atleast_1d(np.asarray(n, dtype=float)) if np.isfinite(k)}
+    per = f" per {per}" if per else ""
+    if ns <= {1}:
+        return f"one {_singular(unit)}{per}: no spread"
+    return f"mean ± std over {n_text(sorted(ns), unit)}{per}"
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def power_of_ten(value: float) -> str:
+    """``1e-6`` -> ``"10⁻⁶"`` (the nearest power of ten, for labels)."""
+    return f"10{str(round(float(np.log10(value)))).translate(SUPERSCRIPT)}"
+
+
+DENSE = 30
+"""Series with more points than this are drawn without markers (they would hide the bands)."""
+
+
+def marker_for(n_points: int, marker: str = "o") -> str | None:
+    """``marker`` for a series of few points (at most :data:`DENSE`), None for a dense one."""
+    return marker if n_points <= DENSE else None
 
 
 def rule_order(rules: Iterable[str]) -> list[str]:
@@ -261,6 +310,66 @@ def mean_band(
                 lo, hi = np.clip(lo, *clip), np.clip(hi, *clip)
             ax.fill_between(x, lo, hi, color=color, alpha=alpha, linewidth=0)
     return ax
+
+
+def band_by_n(
+    ax: Axes,
+    x: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    n: np.ndarray,
+    color: str,
+    rule: str,
+    unit: str,
+    gid: str,
+    alpha: float = 0.2,
+    clip: tuple[float, float] | None = None,
+) -> bool:
+    """A rule's mean line and ±std band whose n (runs or seeds behind each point) may drop
+    along x: solid (gid ``gid``) up to the last point with the most, dotted after it (gid
+    ``"fewer" + gid[4:]`` for a gid ``mean...``; half the band's opacity). The solid line's
+    label says its n and the dotted stretch's (``"BPTT, n = 5 runs; dotted: 3"``), so the
+    legend states what every point is over. Markers only on a few points (:func:`marker_for`).
+
+    Returns:
+        whether a dotted stretch was drawn.
+    """
+    x, mean, std = (np.asarray(a, dtype=float) for a in (x, mean, std))
+    n = np.asarray(n, dtype=int)
+    full = int(n.max())
+    last = int(np.flatnonzero(n == full).max())
+    solid, dotted = slice(0, last + 1), slice(last, None)
+    dotted_ns = n[last + 1 :]
+    label = rule_n_label(rule, n[solid], unit)
+    if dotted_ns.size:
+        label += f"; dotted: {n_text(dotted_ns).removeprefix('n = ')}"
+    mean_band(
+        ax,
+        x[solid],
+        mean[solid],
+        std[solid],
+        color,
+        label=label,
+        gid=gid,
+        marker=marker_for(last + 1),
+        clip=clip,
+        alpha=alpha,
+    )
+    if not dotted_ns.size:
+        return False
+    mean_band(
+        ax,
+        x[dotted],
+        mean[dotted],
+        std[dotted],
+        color,
+        gid="fewer" + gid[4:] if gid.startswith("mean") else f"fewer:{gid}",
+        marker=marker_for(dotted_ns.size + 1),
+        clip=clip,
+        alpha=alpha / 2,
+        linestyle=":",
+    )
+    return True
 
 
 def stairs_band(

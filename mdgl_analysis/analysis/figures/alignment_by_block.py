@@ -9,7 +9,11 @@ cos_<rule>_rec_XX and cos_<rule>_in_X; rec_EI is E→I); a run without these met
 uses the recorded gradients (mdgl_analysis.analysis.gradient_alignment, by="block"). Each seed's
 cosines are averaged over its compared iterations (NaN, i.e. an empty block, skipped); the bar is
 the mean over seeds, the error bar ± one standard deviation over seeds (ddof = 1), the dots the
-seeds. Runs are grouped by the rule and seed in their config. Writes alignment_by_block.png/.pdf.
+seeds; "k of n seeds" under a bar: the other seeds have no cosine in that block (a zero gradient
+there in every compared iteration, e.g. e-prop's onto I cells when no I cell has a readout weight).
+The title says which iterations each seed's mean is over (runs that reached different iterations:
+the range). Runs are grouped by the rule and seed in their config. Writes
+alignment_by_block.png/.pdf.
 """
 
 from __future__ import annotations
@@ -67,7 +71,6 @@ def plot(
     seeds = per_seed(table)
     stats = summary(seeds)
     rules = plotting.rule_order(stats["rule"])
-    iterations = sorted(table["iteration"].unique())
 
     plotting.setup()
     fig = plotting.new_figure((max(5.5, 1.2 * len(BLOCKS) * (0.5 + 0.25 * len(rules))), 3.8))
@@ -75,6 +78,7 @@ def plot(
     plotting.zero_line(ax)
     width = 0.8 / len(rules)
     rng = np.random.default_rng(0)  # horizontal jitter of the seed dots only
+    fewer = False
     for k, rule in enumerate(rules):
         offset = (k - (len(rules) - 1) / 2) * width
         s = stats[stats["rule"] == rule].set_index("part").reindex(BLOCKS)
@@ -87,7 +91,7 @@ def plot(
             width=width * 0.9,
             color=color,
             alpha=0.85,
-            label=plotting.rule_n_label(rule, n),
+            label=plotting.rule_n_label(rule, s["n"].dropna(), "seeds"),
         )
         for bar in bars:
             bar.set_gid(f"bar:{rule}")
@@ -103,15 +107,17 @@ def plot(
             elinewidth=1,
             capsize=2.5,
         )
-        for xi, ni in zip(x, s["n"], strict=True):  # blocks with fewer seeds (empty block)
+        for xi, ni in zip(x, s["n"], strict=True):  # blocks with fewer seeds (no cosine)
             if np.isfinite(ni) and ni < n:
+                fewer = True
                 ax.annotate(
-                    f"n={int(ni)}",
+                    f"{int(ni)} of {n}\nseeds",
                     (xi, 0.01),
                     xycoords=("data", "axes fraction"),
                     ha="center",
                     va="bottom",
-                    fontsize="x-small",
+                    fontsize="xx-small",
+                    gid=f"fewer:{rule}",
                 )
         pts = seeds[seeds["rule"] == rule]
         px = np.array([BLOCKS.index(p) for p in pts["part"]]) + offset
@@ -121,19 +127,15 @@ def plot(
         )
     ax.set_xticks(np.arange(len(BLOCKS)), [plotting.BLOCK_LABELS[b] for b in BLOCKS])
     ax.set_xlabel("synapse block (presynaptic → postsynaptic cell type)")
-    ax.set_ylabel("cosine similarity with BPTT gradient")
+    ax.set_ylabel("cosine similarity with\nBPTT gradient (−1 to 1)")
     low = float(np.nanmin(np.r_[seeds["value"].to_numpy(), 0.0]))
     ax.set_ylim(max(-1.05, low - 0.1), 1.05)
-    span = (
-        f"iteration {iterations[0]}"
-        if len(iterations) == 1
-        else f"iterations {iterations[0]}–{iterations[-1]} ({len(iterations)} comparisons)"
-    )
     fig.suptitle(
         "Gradient alignment with BPTT by cell-type block", fontweight="bold", fontsize="medium"
     )
     ax.set_title(
-        f"{plotting.trained_with_text(trained_with).capitalize()};\nper seed, mean over {span}",
+        f"{plotting.trained_with_text(trained_with).capitalize()};\n"
+        f"per seed, mean over {_span(table)}",
         fontweight="normal",
         fontsize="small",
     )
@@ -150,14 +152,44 @@ def plot(
         )
     )
     labels.append("one seed")
-    fig.legend(
-        handles,
-        labels,
-        loc="outside right center",
-        title="rule (n = seeds);\nbar: mean over seeds,\nerror bar: ± std",
-        alignment="left",
+    one = int(stats["n"].max()) <= 1
+    title = (
+        "rule (n = seeds);\nbar: one seed, no error bar"
+        if one
+        else "rule (n = seeds);\nbar: mean over seeds,\nerror bar: ± std over seeds"
     )
+    legend = fig.legend(handles, labels, loc="outside right center", title=title, alignment="left")
+    if fewer:
+        legend.set_title(
+            title + ";\n'k of n seeds' under a bar:\nthe others have a zero\n"
+            "gradient in that block\n(no cosine)"
+        )
     return fig
+
+
+def _span(table: pd.DataFrame) -> str:
+    """The compared iterations behind each seed's value, e.g. ``"iterations 0–1990 (200
+    comparisons)"``, or ``"iterations 0–990 to 0–1990 (100–200 comparisons per seed)"`` when
+    the seeds' runs reached different iterations."""
+    per_seed = table.groupby(["training_rule", "seed", "rule"])["iteration"].agg(
+        ["min", "max", "nunique"]
+    )
+    ends = zip(per_seed["min"], per_seed["max"], strict=True)
+    spans = sorted({(int(a), int(b)) for a, b in ends})
+    counts = sorted(set(per_seed["nunique"].astype(int)))
+
+    def one(a: int, b: int) -> str:
+        return f"{a}" if a == b else f"{a}–{b}"
+
+    if len(spans) == 1 and len(counts) == 1:
+        a, b = spans[0]
+        word = "iteration" if a == b else "iterations"
+        return f"{word} {one(a, b)} ({plotting.n_text(counts, 'comparisons')})"
+    lo, hi = spans[0], spans[-1]
+    return (
+        f"its iterations ({one(*lo)} to {one(*hi)}: "
+        f"{plotting.n_text(counts, 'comparisons')} per seed)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,10 @@ train.compare_every iterations (metrics cos_<rule>_rec and cos_<rule>_in: the ru
 and BPTT's on the same weights and the same training batch, existing synapses only); a run without
 these metrics but with records uses the recorded gradients instead
 (mdgl_analysis.analysis.gradient_alignment). Line: mean over seeds at each compared iteration;
-band: ± one standard deviation over seeds (ddof = 1). Runs are grouped by the rule and seed in
-their config. Writes alignment_over_training.png/.pdf.
+band: ± one standard deviation over seeds (ddof = 1). Where some seeds' runs stopped earlier the
+rest of the line is dotted and the legend says how many seeds each stretch is over ("n = 5
+seeds; dotted: 3"); markers only on short series (at most 30 points). Runs are grouped by the
+rule and seed in their config. Writes alignment_over_training.png/.pdf.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from mdgl_analysis.analysis import plotting
@@ -62,44 +65,48 @@ def plot(runs: Sequence[str | Path], trained_with: str = "auto") -> Figure:
     fig = plotting.new_figure((8.0, 3.4))
     axes = fig.subplots(1, 2, sharey=True)
     rules = plotting.rule_order(stats["rule"])
+    fewer = False
     for ax, part, letter in zip(axes, PARTS, "AB", strict=True):
         plotting.zero_line(ax)
         for rule in rules:
             s = stats[(stats["rule"] == rule) & (stats["part"] == part)].sort_values("iteration")
             if s.empty:
                 continue
-            n = int(s["n"].max())
-            plotting.mean_band(
+            fewer |= plotting.band_by_n(
                 ax,
-                s["iteration"],
-                s["mean"],
-                s["std"],
+                s["iteration"].to_numpy(),
+                s["mean"].to_numpy(),
+                s["std"].to_numpy(),
+                s["n"].to_numpy(),
                 plotting.rule_color(rule),
-                label=plotting.rule_n_label(rule, n),
+                rule,
+                "seeds",
                 gid=f"mean:{rule}:{part}",
-                marker="o",
-                clip=(-1.0, 1.0),
                 alpha=plotting.band_alpha(len(rules)),
+                clip=(-1.0, 1.0),
             )
         ax.set_xlabel("training iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(plotting.PART_LABELS[part].capitalize())
         plotting.panel_label(ax, letter)
-    axes[0].set_ylabel("cosine similarity with BPTT gradient")
+    axes[0].set_ylabel("cosine similarity with\nBPTT gradient (−1 to 1)")
     low = float((stats["mean"] - stats["std"]).min())
     axes[0].set_ylim(max(-1.05, min(-0.05, low - 0.05)), 1.05)
     handles, labels = axes[0].get_legend_handles_labels()
+    if fewer:
+        handles.append(Line2D([], [], color="0.4", linestyle=":"))
+        labels.append("dotted: fewer seeds\n(some runs stopped earlier)")
     fig.legend(
         handles,
         labels,
         loc="outside lower center",
-        ncols=min(len(labels), 4),
+        ncols=min(len(labels), 3),
         title="rule (n = seeds)",
         alignment="left",
     )
     fig.suptitle(
         "Alignment of each rule's gradient with the BPTT gradient during training\n"
-        f"({plotting.trained_with_text(trained_with)}; mean ± std over seeds)",
+        f"({plotting.trained_with_text(trained_with)}; {plotting.spread_text(stats['n'])})",
         fontsize="medium",
     )
     return fig

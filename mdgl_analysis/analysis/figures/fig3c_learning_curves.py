@@ -13,9 +13,10 @@ accuracy and nmse their metrics have. Each run's curve is smoothed with a 5-poin
 band ± one standard deviation (ddof = 1), both from mdgl_analysis.analysis.learning_curves. Runs
 are grouped by the rule in their config, never by folder name; runs of different tasks are
 refused. Where some runs of a rule stopped earlier than others, the rest of its curve
-is dotted. For the evidence-accumulation task panel A is the paper's Fig. 3C, and where the
-curves reach iteration 2000 the paper's values there are marked (stars). Writes
-fig3c_learning_curves.png/.pdf.
+is dotted, and its legend entry says how many runs each stretch is over ("n = 5 runs; dotted:
+3"); a rule with one run says "one run" and has no band. For the evidence-accumulation task
+panel A is the paper's Fig. 3C, and where the curves reach iteration 2000 the paper's values
+there are marked (stars). Writes fig3c_learning_curves.png/.pdf.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ PAPER: dict[str, dict[str, float]] = {
 """The paper's Fig. 3C values (spec section G: the saved runs, mean over 5 runs around
 iteration :data:`PAPER_ITERATION`), evidence-accumulation task only."""
 PAPER_ITERATION = 2000
+LOSS_UNITS = {"cross_entropy": ", nats", "mse": ", target units²"}
+"""Units of the losses (the mean over the steps that count of the cross-entropy in nats, or of the
+squared error in the units of the target)."""
+METRIC_UNITS = {"accuracy": "fraction correct", "nmse": "1"}
+"""Units of the task metrics (nmse: dimensionless)."""
 
 
 def curves(runs: Sequence[str | Path], smooth: int = 5, name: str = "loss") -> pd.DataFrame:
@@ -93,32 +99,25 @@ def task_of(runs: Sequence[str | Path], metrics: pd.DataFrame | None = None) -> 
 
 def _panel(ax: Axes, table: pd.DataFrame, rules: Sequence[str]) -> bool:
     """Mean line (gid ``mean:<rule>``, solid while every run of the rule contributes) and ±std
-    band per rule; dotted (gid ``fewer:<rule>``) where some runs had stopped. Returns whether
-    any curve is dotted."""
+    band per rule; dotted (gid ``fewer:<rule>``) where some runs had stopped, the legend entry
+    saying how many runs each stretch is over. Returns whether any curve is dotted."""
     fewer = False
     for rule in rules:
         t = table[table["rule"] == rule].sort_values("iteration")
         if t.empty:
             continue
-        n = int(t["n"].max())
-        label = plotting.rule_n_label(rule, n, "runs" if n != 1 else "run")
-        last_full = t.loc[t["n"] == n, "iteration"].max()
-        for part, style in ((t[t.iteration <= last_full], "-"), (t[t.iteration >= last_full], ":")):
-            if style == ":" and len(part) < 2:
-                continue
-            fewer |= style == ":"
-            plotting.mean_band(
-                ax,
-                part["iteration"],
-                part["mean"],
-                part["std"],
-                plotting.rule_color(rule),
-                label=label if style == "-" else None,
-                gid=f"mean:{rule}" if style == "-" else f"fewer:{rule}",
-                alpha=plotting.band_alpha(len(rules)) / (1 if style == "-" else 2),
-                linestyle=style,
-                marker="o" if len(part) == 1 else None,  # a single point shows no line
-            )
+        fewer |= plotting.band_by_n(
+            ax,
+            t["iteration"].to_numpy(),
+            t["mean"].to_numpy(),
+            t["std"].to_numpy(),
+            t["n"].to_numpy(),
+            plotting.rule_color(rule),
+            rule,
+            "runs",
+            gid=f"mean:{rule}",
+            alpha=plotting.band_alpha(len(rules)),
+        )
     ax.set_xlabel("training iteration")
     ax.set_xlim(left=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -205,13 +204,13 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
     paper = evidence and reach >= PAPER_ITERATION
 
     fewer = _panel(axes[0], loss_table, rules)
-    axes[0].set_ylabel(f"validation loss ({loss_label})")
+    axes[0].set_ylabel(f"validation loss ({loss_label}{LOSS_UNITS.get(task['loss'], '')})")
     axes[0].set_title(f"Validation loss ({loss_label})")
     stars = paper and _paper(axes[0], "loss", rules)
     if panels == 2:
         ax = axes[1]
         fewer |= _panel(ax, metric_table, rules)
-        ax.set_ylabel(f"validation {metric_label}")
+        ax.set_ylabel(f"validation {metric_label} ({METRIC_UNITS.get(metric, '1')})")
         ax.set_title(f"Validation {metric_label}")
         if metric == "accuracy":
             if task["n_out"]:
@@ -227,18 +226,17 @@ def plot(runs: Sequence[str | Path], smooth: int = 5) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     if fewer:
         handles.append(Line2D([], [], color="0.4", linestyle=":"))
-        labels.append("fewer runs\n(some stopped earlier)")
+        labels.append("dotted: fewer runs\n(some stopped earlier)")
     if stars:
         handles.append(
             Line2D([], [], marker="*", color="0.5", markeredgecolor="black", linestyle="none")
         )
-        labels.append(f"paper (Liu et al. 2021),\niteration {PAPER_ITERATION}")
+        labels.append(f"paper (Liu et al. 2021),\niteration {PAPER_ITERATION}, mean of 5 runs")
     fig.legend(
         handles, labels, loc="outside right upper", title="rule (n = runs)", alignment="left"
     )
     smooth_text = _smoothing(metrics, smooth)
-    n_max = int(loss_table["n"].max())
-    spread = "mean ± std over seeds" if n_max > 1 else "one run per rule"
+    spread = plotting.spread_text(loss_table["n"], "runs")
     what = (
         "Evidence accumulation (the paper's Fig. 3C)"
         if evidence

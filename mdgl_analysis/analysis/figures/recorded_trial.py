@@ -22,10 +22,11 @@ C  the readout against the target. MSE task (pattern generation): one row per ou
    short to see, e.g. the evidence task's last step; no bar when every step counts, as the title
    then says). Left out for a record without y (schema 1);
 D  membrane potential v and adaptive threshold A of a few output cells (in units of v_th);
-E  the per-neuron learning signal of those output cells under a few rules (BPTT: the total
-   learning signal of the exact gradient; e-prop: the readout error signal; MDGL: readout signal
-   plus cell-type-specific local modulatory signal);
-F  eligibility traces e(t) of the synapses onto the first of those cells with the largest traces.
+E  the per-neuron learning signal L = dE/dz (loss per spike) of those output cells under a few
+   rules (BPTT: the total learning signal of the exact gradient; e-prop: the readout error
+   signal; MDGL: readout signal plus cell-type-specific local modulatory signal);
+F  eligibility traces e(t) = dz/dW (dimensionless, as every model quantity: the record schema's
+   unit "1") of the synapses onto the first of those cells with the largest traces.
 
 The strip on top shows the task's named epochs (the record's task_epochs attribute; for a record
 of schema 1 the evidence task of its config), shaded behind every panel; a task without epochs
@@ -253,7 +254,7 @@ def input_currents(ax: Axes, ds: xr.Dataset, trial: int) -> Axes:
             extent=(t[0], t[-1] + dt, x.shape[1] - 0.5, -0.5),
             cmap="viridis",
         )
-        ax.set_ylabel("input channel\n(colour: current)")
+        ax.set_ylabel("input channel\n(colour: current, 1)")
         return ax
     for k, (name, idx) in enumerate(groups):
         ax.plot(
@@ -263,7 +264,7 @@ def input_currents(ax: Axes, ds: xr.Dataset, trial: int) -> Axes:
             linewidth=1.0,
             label=channel_label(name),
         )
-    ax.set_ylabel("input current")
+    ax.set_ylabel("input current (1)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small", handlelength=1.2)
     return ax
 
@@ -311,7 +312,7 @@ def readout_mse(axes: Sequence[Axes], ds: xr.Dataset, trial: int) -> list[int]:
         ax.set_ylim(lo - 2.2 * pad, hi + pad)  # room at the bottom for the loss marks
         if mask is not None and not mask.all():
             plotting.loss_steps(ax, t, mask)
-        ax.set_ylabel(f"output {k}")
+        ax.set_ylabel(f"output {k}\n(target units)")
     return units
 
 
@@ -336,7 +337,7 @@ def readout_ce(ax: Axes, ds: xr.Dataset, trial: int) -> Axes:
         plotting.loss_steps(ax, t, mask)
     ax.set_ylim(-0.16, 1.05)
     ax.set_yticks([0, 0.5, 1])
-    ax.set_ylabel("p(target)")
+    ax.set_ylabel("p(target)\n(probability)")
     return ax
 
 
@@ -486,9 +487,9 @@ def plot(
                 zorder=2 + j % 2,
             )
         cell_label(ax, ds, n)
-        ax.set_ylabel(f"L ({unit})" if unit else "L")
+        ax.set_ylabel(f"L\n({unit}/spike)" if unit else "L\n(/spike)", fontsize="small")
         if k == 0:
-            ax.set_title("Learning signal L")
+            ax.set_title("Learning signal L = ∂E/∂z")
             plotting.panel_label(ax, letter)
             ax.legend(
                 loc="lower right",
@@ -512,8 +513,8 @@ def plot(
     for s, color, trace in zip(best, palette, e.T, strict=True):
         pre = int(ds.pre_rec.values[s])
         ax_e.plot(t, trace * factor, color=color, linewidth=1.0, label=f"{pre} ({types[pre]})")
-    ax_e.set_ylabel(f"e ({unit})" if unit else "e")
-    ax_e.set_title(f"Eligibility traces e of synapses onto {describe(ds, post)}")
+    ax_e.set_ylabel(f"e\n({unit}, dimensionless)" if unit else "e\n(dimensionless)")
+    ax_e.set_title(f"Eligibility traces e = ∂z/∂W, synapses onto {describe(ds, post)}")
     plotting.panel_label(ax_e, next(letters))
     if len(best):
         ax_e.legend(
@@ -543,7 +544,10 @@ def plot(
     metric = ds.attrs.get("metric") or ("nmse" if loss == "mse" else "accuracy")
     if metric in ds:
         value = float(ds[metric].values)
-        about.append(f"{plotting.METRIC_LABELS.get(metric, metric)} of the batch {value:.2f}")
+        about.append(
+            f"{plotting.METRIC_LABELS.get(metric, metric)} of the batch "
+            f"(n = {ds.sizes['batch']} trials) {value:.2f}"
+        )
     fig.suptitle(
         f"One recorded trial: {plotting.rule_label(rule)} run, seed {seed}, training iteration "
         f"{it}, trial {trial}\n({'; '.join(about)})",
