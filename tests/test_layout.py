@@ -106,7 +106,10 @@ def test_subpackages_are_named_after_their_concern():
 
 
 TORCH_FREE = sorted(
-    m for m in MODULES if m.startswith("analysis") or m in ("recording.readers", "recording.schema")
+    m
+    for m in MODULES
+    if m.startswith("analysis")
+    or m in ("recording.readers", "recording.schema", "recording.export", "recording.nwb")
 )
 
 

@@ -135,8 +135,8 @@ def test_trial_subset_and_time_window_hold_the_same_values_as_a_full_record(tmp_
     for name in ("z", "v", "psi", "e_rec", "eps_a_in", "learning_signal", "bptt_credit"):
         np.testing.assert_array_equal(part[name].values, full[name].isel(**window).values)
     np.testing.assert_array_equal(part.grad_rec.values, full.grad_rec.values)
-    with pytest.raises(ValueError, match="every trial"):
-        contract(record_files(run.path)[0])
+    # checked against the gradient of those trials in that window (tests/test_verify_subset.py)
+    assert max(contract(record_files(run.path)[0]).values()) < 1e-5
     part.close()
     full.close()
 

@@ -91,7 +91,7 @@ TAMPERINGS = {  # variable -> (run, record iteration, change)
     "accuracy": ("full", 1, lambda v: 1.0 - v),
     "z": ("full", 1, flip_spike),
     "learning_signal": ("full", 1, bump_largest),
-    "e_rec": ("part", 1, bump_largest),  # traces of a partial record: no contraction to catch it
+    "e_rec": ("part", 1, bump_largest),  # a partial record's traces: its subset contraction
     "bptt_credit": ("part", 0, bump_largest),
     "x": ("full", 1, lambda v: np.where(v == 0, 1, 0).astype(v.dtype)),
 }

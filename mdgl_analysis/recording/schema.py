@@ -24,14 +24,19 @@ Dimension vocabulary (the same names as the torch code and the analysis):
 The identity every record satisfies when all trials and the whole trial are recorded:
 ``grad_rec[r, s] = sum_{time, trial} learning_signal[r, :, :, post_rec[s]] * e_rec[:, :, s]``
 (and the same for inputs); for ``bptt`` the learning signal is the total learning signal L_tot of
-spec I.3, for a local rule its own signal (spec D). The modulatory part of an MDGL rule's signal is
-``learning_signal - readout_signal``.
+spec I.3, for a local rule its own signal (spec D). With some trials or a time window recorded,
+the same sum over what was recorded equals each rule's gradient of those trials and steps alone
+(``mdgl verify`` recomputes it from the batch's weights and inputs). The modulatory part of an
+MDGL rule's signal is ``learning_signal - readout_signal``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 SCHEMA_VERSION = 3
 """2: per-step targets and mask of any task (``target`` or ``target_value``, ``mask``), the
@@ -182,6 +187,32 @@ def coordinates_attr(dims: tuple[str, ...]) -> str:
 
 RECORDS = "records"
 """The folder of a run that holds its record files ``iter_NNNNNN.h5``."""
+
+MANIFEST = "manifest.json"
+"""The file of a run that holds the SHA-256 and size of every checkpoint and record."""
+
+LOCK = "run.lock"
+"""The file of a run on which its one writer holds an advisory lock."""
+
+CHECKSUM = "sha256"
+"""Attribute of every recorded variable: SHA-256 of its values as stored, in C order (strings as
+UTF-8, each followed by a NUL byte), so a record checks itself wherever it travels."""
+
+
+def digest_update(hasher: Any, array: np.ndarray) -> None:
+    """Feed a block of a variable's values (C order) into its :data:`CHECKSUM`."""
+    if array.dtype.kind in "OSU":
+        for value in array.ravel():
+            hasher.update((value.decode() if isinstance(value, bytes) else str(value)).encode())
+            hasher.update(b"\0")
+    else:
+        hasher.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a whole file (as the manifest holds it), hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def iteration_of(path: Path) -> int:

@@ -3,7 +3,7 @@
 On a recorded iteration the trainer keeps the full trajectory, computes every recorded rule's
 gradient on the same batch, applies its own update, then calls :meth:`Recorder.write`. The writer
 produces the per-step quantities chunk by chunk (traces straight from the forward recursion of
-:mod:`mdgl_analysis.traces`), hands each chunk to a background thread through a bounded queue and
+:mod:`.traces`), hands each chunk to a background thread through a bounded queue and
 never holds a recorded quantity's whole time axis at synapse size. The file is written as
 ``iter_NNNNNN.h5.tmp`` and renamed when complete, so a killed run leaves only complete records
 (plus at most one ``.tmp`` that readers ignore and ``mdgl resume`` deletes).
@@ -43,6 +43,7 @@ from mdgl_analysis.config import Config, parse_trials, record_iterations, task_o
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot, SpikingNetwork, Weights
 from mdgl_analysis.network.readout import METRICS
 from mdgl_analysis.recording import schema
+from mdgl_analysis.recording.schema import CHECKSUM, digest_update
 from mdgl_analysis.recording.traces import Synapses, eligibility_chunks
 from mdgl_analysis.rules import record_rules
 from mdgl_analysis.rules.bptt import bptt_credit
@@ -57,21 +58,6 @@ _NUMPY = {"float32": np.float32, "float16": np.float16}
 
 def record_path(directory: Path, iteration: int) -> Path:
     return directory / f"iter_{iteration:06d}.h5"
-
-
-CHECKSUM = "sha256"
-"""Attribute of every recorded variable: SHA-256 of its values as stored, in C order (strings as
-UTF-8, each followed by a NUL byte), so a record checks itself wherever it travels."""
-
-
-def digest_update(hasher, array: np.ndarray) -> None:
-    """Feed a block of a variable's values (C order) into its checksum."""
-    if array.dtype.kind in "OSU":
-        for value in array.ravel():
-            hasher.update((value.decode() if isinstance(value, bytes) else str(value)).encode())
-            hasher.update(b"\0")
-    else:
-        hasher.update(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def _flat_start(key: Any, shape: tuple[int, ...]) -> int:
