@@ -2,7 +2,9 @@
 
 A run's configuration is a :class:`Config` with five sections (``network``, ``task``, ``train``,
 ``record``, ``run``). Every field has the value of the published script (spec section 0) as its
-default, so ``validate(Config())`` *is* the ``paper`` preset. The ``task`` section names a task
+default, so ``validate(Config())`` *is* the ``paper`` preset. The presets are the TOML files of
+``runs/configs/``, shipped in the package as ``mdgl_analysis.presets`` (:data:`PRESETS`,
+``mdgl presets``). The ``task`` section names a task
 (:mod:`mdgl_analysis.tasks`) and holds its parameters; the network's input and output sizes are
 the task's (:attr:`Config.sized_network`). Validation happens in :func:`validate`, and raises
 :class:`ConfigError` whose message names the field, the bad value and what is allowed; rule names
@@ -12,9 +14,13 @@ are checked by :func:`mdgl_analysis.rules.check_rules` (the registry lives above
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.resources
 import math
 import tomllib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +161,8 @@ SECTIONS: dict[str, type] = {
     "record": RecordConfig,
     "run": RunConfig,
 }
+
+DESCRIPTION = "description"  # the one top-level key besides the sections: what a config is for
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
@@ -443,10 +451,19 @@ def from_dict(
 ) -> Config:
     """Build a validated config from nested dicts; unknown sections or keys are errors.
 
-    ``[task]``: ``name`` first (a new name starts from no parameters), then the parameters.
+    ``[task]``: ``name`` first (a new name starts from no parameters), then the parameters. A
+    top-level ``description`` (one line saying what the config is for, as the presets have) is
+    allowed and is not part of the config.
     """
     cfg = base or Config()
     for section, values in data.items():
+        if section == DESCRIPTION:
+            if not isinstance(values, str):
+                raise ConfigError(
+                    f"{source}: description = {values!r} is not allowed: a string (one line "
+                    "saying what the config is for)"
+                )
+            continue
         if section not in SECTIONS:
             raise ConfigError(
                 f"{source}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}"
@@ -515,20 +532,26 @@ def load(path: str | Path, base: Config | None = None, resolve_task: bool = True
         raise ConfigError(f"config file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-    except OSError as err:  # unreadable: permissions, a device, ...
-        raise ConfigError(
-            f"config file {str(path)!r} cannot be read: {err.strerror or err}"
-        ) from None
+    data = _read_toml(path, f"config file {str(path)!r}")
     return from_dict(data, base, source=str(path), resolve_task=resolve_task)
 
 
-def dumps(cfg: Config) -> str:
-    """The config as TOML (flat sections of scalars), readable back by :func:`load`."""
+def _read_toml(path: Path | Traversable, what: str) -> dict[str, Any]:
+    """The TOML document of ``path``; ConfigError naming ``what`` when it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} is not valid TOML: {err}") from None
+    except OSError as err:  # unreadable: permissions, a device, ...
+        raise ConfigError(f"{what} cannot be read: {err.strerror or err}") from None
+
+
+def dumps(cfg: Config, description: str | None = None) -> str:
+    """The config as TOML (flat sections of scalars), readable back by :func:`load`; with
+    ``description`` its first line is ``description = "..."``."""
     lines: list[str] = []
+    if description is not None:
+        lines += [f"{DESCRIPTION} = {_toml_scalar(description)}", ""]
     for section, values in to_dict(cfg).items():
         lines.append(f"[{section}]")
         for key, value in values.items():
@@ -552,12 +575,6 @@ def _toml_scalar(value: Any) -> str:
     return str(value)
 
 
-def preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
-
-
 def resolve(
     config_file: str | None = None,
     preset_name: str | None = None,
@@ -576,7 +593,7 @@ def resolve(
         cfg = (
             load(config_file, resolve_task=False)
             if config_file is not None
-            else preset("paper" if preset_name is None else preset_name)
+            else _load_preset("paper" if preset_name is None else preset_name, False)
         )
     shortcuts = dict(shortcuts or {})
     task_name = shortcuts.pop("task.name", None)
@@ -591,17 +608,83 @@ def resolve(
     return validate(cfg)
 
 
-_PRESETS: dict[str, Config] = {
-    # The published script (MAIN), every default as in spec table 0.
-    "paper": Config(),
-    # A few minutes on a laptop CPU: a shorter trial and a smaller batch, same network.
-    "demo": Config(
-        task=TaskConfig(params={"cue_ms": 50, "gap_ms": 25, "delay_ms": 200, "recall_ms": 100}),
-        train=TrainConfig(iterations=300, batch=32, val_batch=32, val_every=10, compare_every=10),
-        record=RecordConfig(every=100, trials="0-7"),
-        run=RunConfig(checkpoint_every=50),
-    ),
-}
+# ------------------------------------------------------------------------------------------------
+# presets: the experiment configs of runs/configs/, shipped as the package mdgl_analysis.presets
 
-PRESETS: dict[str, Config] = {name: validate(cfg) for name, cfg in _PRESETS.items()}
-"""The presets, resolved (every task parameter and the network's sizes filled in)."""
+PRESET_PACKAGE = "mdgl_analysis.presets"
+DEFAULT_PRESET = "paper"
+
+
+@functools.cache
+def _preset_files() -> dict[str, Traversable]:
+    """Preset name -> its TOML file: every ``NAME.toml`` of :data:`PRESET_PACKAGE` (the folder
+    ``runs/configs/`` of a checkout, mapped to that package by pyproject.toml; inside the
+    installed package for a wheel). The default preset first, then the others by name."""
+    folder = importlib.resources.files(PRESET_PACKAGE)
+    found = {
+        f.name.removesuffix(".toml"): f
+        for f in folder.iterdir()
+        if f.name.endswith(".toml") and f.is_file()
+    }
+    order = sorted(found, key=lambda name: (name != DEFAULT_PRESET, name))
+    return {name: found[name] for name in order}
+
+
+def _preset_data(name: str) -> dict[str, Any]:
+    """The TOML document of preset ``name``; ConfigError listing the presets when unknown."""
+    files = _preset_files()
+    if name not in files:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(files)}")
+    return _read_toml(files[name], f"preset {name!r}")
+
+
+def _load_preset(name: str, resolve_task: bool = True) -> Config:
+    """The preset ``name`` read from its TOML file (ConfigError listing the presets if unknown);
+    ``resolve_task=False`` leaves its task unresolved (more changes are coming)."""
+    return from_dict(_preset_data(name), source=f"preset {name!r}", resolve_task=resolve_task)
+
+
+def preset(name: str) -> Config:
+    """The resolved preset ``name``; ConfigError listing the presets when there is none."""
+    if name not in PRESETS:
+        _preset_data(name)  # raises the error that lists the presets
+    return PRESETS[name]
+
+
+def preset_description(name: str) -> str:
+    """The one-line ``description`` of preset ``name`` ("" when its file has none)."""
+    description = _preset_data(name).get(DESCRIPTION, "")
+    return description if isinstance(description, str) else ""
+
+
+class _Presets(Mapping[str, Config]):
+    """The presets by name, each read and resolved on first use (every task parameter and the
+    network's sizes filled in): listing them reads no file, so ``mdgl --help`` stays fast and a
+    preset whose task needs an extra (``neurogym``) costs nothing until it is used."""
+
+    def __init__(self) -> None:
+        self._resolved: dict[str, Config] = {}
+
+    def __getitem__(self, name: str) -> Config:
+        if name not in _preset_files():
+            raise KeyError(name)
+        if name not in self._resolved:
+            self._resolved[name] = _load_preset(name)
+        return self._resolved[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in _preset_files()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_preset_files())
+
+    def __len__(self) -> int:
+        return len(_preset_files())
+
+    def __repr__(self) -> str:
+        return f"<presets {', '.join(self)}>"
+
+
+PRESETS: Mapping[str, Config] = _Presets()
+"""The presets: every TOML file of ``runs/configs/`` (shipped as ``mdgl_analysis.presets``),
+resolved on first use."""

@@ -34,9 +34,10 @@ def get_value(cfg, key):
     return getattr(getattr(cfg, section), name)
 
 
-def all_keys():
+def all_keys(cfg):
+    """Every key of ``cfg``: each field of the sections and each parameter of its task."""
     keys = [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls) if s != "task"]
-    return keys + [f"task.{name}" for name in PAPER.task.params]
+    return keys + [f"task.{name}" for name in cfg.task.params]
 
 
 PAPER = PRESETS["paper"]
@@ -128,7 +129,7 @@ def test_every_preset_survives_dumps_then_load_exactly(name, tmp_path):
     path.write_text(dumps(cfg))
     loaded = load(path)
     assert loaded == cfg
-    for key in all_keys():  # 2 == 2.0 for dataclass equality; the types must survive too
+    for key in all_keys(cfg):  # 2 == 2.0 for dataclass equality; the types must survive too
         assert type(get_value(loaded, key)) is type(get_value(cfg, key)), key
 
 

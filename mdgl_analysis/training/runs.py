@@ -14,7 +14,6 @@ import csv
 import datetime as _dt
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -32,13 +31,12 @@ import torch
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import Config
+from mdgl_analysis.recording.schema import LOCK, MANIFEST, sha256_of
 
 CONFIG = "config.toml"
 RUN_JSON = "run.json"
 METRICS = "metrics.csv"
 CHECKPOINTS = "checkpoints"
-MANIFEST = "manifest.json"
-LOCK = "run.lock"
 METRICS_HEADER = ("iteration", "split", "name", "value")
 META_KEYS = ("status", "rule", "seed", "iteration", "iterations", "started", "ended", "git")
 """Keys every run.json has (readers rely on them)."""
@@ -85,31 +83,72 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     replace_file(write_tmp(path, data), path)
 
 
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _git(root: Path, *args: str) -> str:
+    """The output of ``git ARGS`` in ``root`` (OSError, CalledProcessError when it fails)."""
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def source_checkout() -> Path | None:
+    """The git checkout this package runs from: the folder holding ``mdgl_analysis/`` when it is
+    the top of a git work tree (a clone, installed editable or not); None for an installed copy,
+    even one in a virtual environment inside some git repository's folder."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        top = Path(_git(root, "rev-parse", "--show-toplevel")).resolve()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return root if top == root else None
 
 
 def git_info() -> dict[str, Any]:
-    """Commit and dirty flag of the source tree this package runs from (None outside git)."""
-    root = Path(__file__).resolve().parent.parent
+    """Commit and dirty flag of the git checkout this package runs from (None outside one)."""
+    root = source_checkout()
+    if root is None:
+        return {"commit": None, "dirty": None}
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            != ""
-        )
+        commit = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no") != ""
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
+
+
+INSTALL_KINDS = ("editable", "installed", "source")
+
+
+def install_info() -> dict[str, Any]:
+    """How this package is installed: ``kind`` (``editable``: an editable install of a source
+    tree, the git commit in ``run.json``'s ``git``; ``installed``: an installed distribution,
+    a wheel; ``source``: imported from a source tree that is not installed), the package
+    ``version`` and ``path``, the folder that holds ``mdgl_analysis/``."""
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    from mdgl_analysis import __version__
+
+    package = Path(__file__).resolve().parents[1]
+    root = package.parent
+    kind = "source"
+    # the distribution whose files are the running package (a source tree's stale *.egg-info
+    # on sys.path, or another environment's install, is not)
+    for dist in metadata.distributions(name="mdgl-analysis"):
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")  # PEP 610
+        except json.JSONDecodeError:
+            direct = {}
+        if direct.get("dir_info", {}).get("editable"):
+            if Path(unquote(urlparse(str(direct.get("url", ""))).path)).resolve() == root:
+                kind = "editable"
+                break
+        elif dist.read_text("RECORD") is not None and (
+            Path(str(dist.locate_file("mdgl_analysis/__init__.py"))).resolve()
+            == package / "__init__.py"
+        ):
+            kind = "installed"
+            break
+    return {"kind": kind, "version": __version__, "path": str(root)}
 
 
 def versions() -> dict[str, str]:
@@ -165,6 +204,7 @@ _META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # key -> (types, what 
     "started": ((str, _NONE), "a time or null"),
     "ended": ((str, _NONE), "a time or null"),
     "git": ((dict,), 'an object {"commit": ..., "dirty": ...}'),
+    "install": ((dict,), 'an object {"kind": ..., "version": ..., "path": ...}'),
     "pid": ((int, _NONE), "a process id or null"),
     "host": ((str, _NONE), "a host name or null"),
     "device": ((str,), "a device name"),
@@ -186,6 +226,8 @@ def _meta_value_ok(key: str, value: Any, types: tuple[type, ...]) -> bool:
         return isinstance(value.get("commit"), str | _NONE) and isinstance(
             value.get("dirty"), bool | _NONE
         )
+    if key == "install":  # absent from run.json files written before it was recorded
+        return value.get("kind") in INSTALL_KINDS and isinstance(value.get("version"), str)
     return True
 
 
@@ -260,6 +302,7 @@ class RunFolder:
                 "pid": os.getpid(),
                 "command": command,
                 "git": git_info(),
+                "install": install_info(),
                 "versions": versions(),
                 "error": None,
                 "resumed": [],
