@@ -104,3 +104,26 @@ def test_sweep_refuses_a_folder_made_with_another_configuration(tmp_path):
     ]
     assert main(base) == 0
     assert main([*base, "--set", "train.lr=0.1"]) == 2
+
+
+def test_a_sweep_says_as_each_run_starts_and_how_each_ended_with_two_jobs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    (out / "eprop-s1").mkdir(parents=True)  # a broken folder where one run should go
+    (out / "eprop-s1" / "run.json").write_text("{")
+    args = ["sweep", "demo", "--rules", "bptt,eprop", "--seeds", "1", "--iterations", "1"]
+    assert main([*args, "--jobs", "2", "--out", str(out), *TINY]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    started = [line.split() for line in lines if line.startswith("started")]
+    assert sorted((words[1], words[3]) for words in started) == [("bptt", "1"), ("eprop", "1")]
+    ended = [line.split() for line in lines if line.startswith(("completed", "failed"))]
+    assert sorted((w[0], w[1], w[3]) for w in ended) == [
+        ("completed", "bptt", "1"),
+        ("failed", "eprop", "1"),
+    ]
+    assert sorted(w[-1] for w in ended) == ["[1/2]", "[2/2]"]  # runs ended out of runs
+    # each run's start is said before its end; stderr is no terminal here: no progress bar
+    for rule in ("bptt", "eprop"):
+        said = [i for i, line in enumerate(lines) if f" {rule} " in line]
+        assert len(said) == 2 and lines[said[0]].startswith("started")
+    assert "\r" not in captured.err and "run/s" not in captured.err

@@ -177,34 +177,113 @@ class Sweep:
     def run(
         self, rules: list[str], seeds: list[int], jobs: int = 1, address: str | None = None
     ) -> list[dict[str, Any]]:
-        """Run every (rule, seed); returns the manifest entries."""
+        """Run every (rule, seed); returns the manifest entries. Says one line as each run starts
+        and as it ends (:class:`Progress`)."""
         todo = [
             (str(self.run_path(r, s)), str(self.config_file), r, s) for s in seeds for r in rules
         ]
         results = []
-        if address:
-            from distributed import Client, as_completed
+        with Progress(len(todo)) as progress:
 
-            with Client(address) as client:
-                futures = [client.submit(run_one, *args, pure=False) for args in todo]
-                for future in as_completed(futures):
-                    entry = future.result()
-                    self.update(entry)
-                    results.append(entry)
-                    _say(entry)
-        else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                for future in futures_completed([pool.submit(run_one, *a) for a in todo]):
-                    entry = future.result()
-                    self.update(entry)
-                    results.append(entry)
-                    _say(entry)
+            def finished(entry: dict[str, Any]) -> None:
+                self.update(entry)
+                results.append(entry)
+                progress.ended(entry)
+
+            if address:
+                _on_cluster(address, todo, progress, finished)
+            else:
+
+                def one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, Any]:
+                    progress.started(rule, seed, folder)
+                    return run_one(folder, config_file, rule, seed)
+
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
+                    for future in futures_completed([pool.submit(one, *a) for a in todo]):
+                        finished(future.result())
         return results
 
 
-def _say(entry: dict[str, Any]) -> None:
-    note = f" ({entry['note']})" if entry.get("note") else ""
-    print(
-        f"{entry['rule']:<14} seed {entry['seed']:<4} {entry['status']:<11} {entry['path']}{note}",
-        flush=True,
-    )
+def _on_cluster(address: str, todo: list[tuple], progress: Progress, finished) -> None:
+    """Submit every run to the dask scheduler at ``address``; a run is said to start when the
+    scheduler reports its task processing on a worker (polled every second)."""
+    from distributed import Client, wait
+
+    with Client(address) as client:
+        futures = {client.submit(run_one, *args, pure=False): args for args in todo}
+        pending, started = set(futures), set()
+
+        def start(future) -> None:
+            if future not in started:
+                started.add(future)
+                folder, _, rule, seed = futures[future]
+                progress.started(rule, seed, folder)
+
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            running = {key for keys in client.processing().values() for key in keys}
+            for future in pending:
+                if future.key in running:
+                    start(future)
+            for future in done:
+                start(future)
+                folder, _, rule, seed = futures[future]
+                try:
+                    entry = future.result()
+                except Exception as err:  # noqa: BLE001 - a lost worker: the run failed
+                    entry = {
+                        "rule": rule,
+                        "seed": seed,
+                        "path": folder,
+                        "status": "failed",
+                        "note": f"{type(err).__name__}: {err}",
+                    }
+                finished(entry)
+
+
+class Progress:
+    """The sweep's progress: a bar over runs on stderr when it is a terminal, and one line on
+    stdout as each run starts and as it ends (its status, rule, seed and folder). When stderr is
+    not a terminal (a pipe, a log file) there is no bar, only the lines."""
+
+    def __init__(self, total: int):
+        from tqdm.auto import tqdm
+
+        self.total, self.done = total, 0
+        self.counts: dict[str, int] = {}
+        self.bar = tqdm(
+            total=total,
+            unit="run",
+            desc="sweep",
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def _say(self, line: str) -> None:
+        self.bar.write(line, file=sys.stdout)
+        sys.stdout.flush()
+
+    def started(self, rule: str, seed: int, folder: str) -> None:
+        self._say(f"{'started':<11} {rule:<14} seed {seed:<4} {folder}")
+
+    def ended(self, entry: dict[str, Any]) -> None:
+        self.done += 1
+        status = entry["status"]
+        self.counts[status] = self.counts.get(status, 0) + 1
+        note = f" ({entry['note']})" if entry.get("note") else ""
+        self._say(
+            f"{status:<11} {entry['rule']:<14} seed {entry['seed']:<4} {entry['path']}{note}"
+            f"  [{self.done}/{self.total}]"
+        )
+        self.bar.set_postfix(self.counts, refresh=False)
+        self.bar.update(1)
