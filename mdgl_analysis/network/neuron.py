@@ -137,8 +137,11 @@ def alif_step(
             ``(1 - alpha) * x(t) @ w_in.T``.
         state: the state after step t-1.
         w_rec_scaled: ``[pre, post]`` equal to ``(1 - alpha) * w_rec.T`` (diagonal zero).
-        out, out_threshold, out_refractory: optional preallocated ``[batch, neuron]`` buffers
-            for the results (the no-grad fast path); fresh tensors when ``None`` (autograd).
+        out: optional preallocated ``[batch, neuron]`` buffers for the new state (the no-grad
+            fast path); fresh tensors when ``None`` (autograd).
+        out_threshold: optional ``[batch, neuron]`` buffer for the threshold, as ``out``.
+        out_refractory: optional ``[batch, neuron]`` bool buffer for the refractory mask, as
+            ``out``.
     Returns:
         ``(state, threshold, refractory)``: the new state (``state.z`` are the spikes of this step),
         the adaptive threshold ``A(t)`` and the bool refractory mask ``r(t)``, each

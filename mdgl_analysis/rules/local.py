@@ -23,7 +23,7 @@ spec C and a per-neuron signal ``s [time, batch, neuron]``:
     kappa^(T-2-t) c_p(T-1)``, the original's single time index).
 
 Gradients are computed by :func:`~.adjoint.adjoint` without the recurrent term (no synapse-sized
-tensor); :mod:`mdgl_analysis.traces` computes the same sums from explicit forward traces.
+tensor); :mod:`mdgl_analysis.recording.traces` computes the same sums from explicit forward traces.
 """
 
 from __future__ import annotations

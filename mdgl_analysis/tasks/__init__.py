@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 TASKS: dict[str, type[Task]] = {"evidence": EvidenceTask, "pattern": PatternTask}
+"""The built-in tasks by name; a task class added here is found by ``task.name`` for the rest
+of the session (docs/api.md registers one from a notebook)."""
 NEUROGYM_PREFIX = "neurogym:"
 
 

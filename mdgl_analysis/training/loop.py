@@ -1,7 +1,7 @@
 """The training loop (spec E, F): validation, rule, optimiser, metrics, checkpoints, resume.
 
 One iteration k: validate on a fresh batch when ``k % val_every == 0`` (before the step, as the
-original), draw a training batch, pass 1 (:func:`~mdgl_analysis.model.forward`), the rule's
+original), draw a training batch, pass 1 (:func:`~mdgl_analysis.network.model.forward`), the rule's
 gradients, the constrained Adam step, metrics. After the last step a final validation runs on the
 final weights. Checkpoints hold the state *after* k steps, taken before any validation of
 iteration k, so resuming from one replays exactly what an uninterrupted run would have done.
