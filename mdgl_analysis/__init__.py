@@ -21,6 +21,7 @@ __all__ = [
     "Run",
     "__version__",
     "configure",
+    "estimate",
     "load_run",
     "open_record",
     "open_run",
@@ -28,7 +29,7 @@ __all__ = [
     "train",
 ]
 
-_API = ("Run", "RunError", "configure", "load_run", "resume", "train")
+_API = ("Run", "RunError", "configure", "estimate", "load_run", "resume", "train")
 _READERS = ("open_run", "open_record")
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import Config, ConfigError
 
-__all__ = ["Run", "RunError", "configure", "load_run", "resume", "train"]
+__all__ = ["Run", "RunError", "configure", "estimate", "load_run", "resume", "train"]
 
 
 class RunError(ValueError):
@@ -61,8 +61,11 @@ def configure(
             default the ``paper`` preset.
         task: ``task.name`` (a built-in, ``neurogym:ENV`` or ``FILE.py:CLASS``), applied before
             ``set``, so ``set`` may hold the new task's parameters.
-        rule, seed, iterations, record_every, device: shortcuts for ``train.rule``,
-            ``run.seed``, ``train.iterations``, ``record.every``, ``run.device``.
+        rule: shortcut for ``train.rule``.
+        seed: shortcut for ``run.seed``.
+        iterations: shortcut for ``train.iterations``.
+        record_every: shortcut for ``record.every``.
+        device: shortcut for ``run.device`` (``auto``, ``cpu`` or ``cuda``).
         set: overrides ``{"section.field": value}`` (or ``["section.field=value", ...]``).
     """
     shortcuts = {
@@ -133,10 +136,61 @@ def train(
             raise ConfigError(
                 "run.device = 'cuda' but no CUDA device is available; use auto or cpu"
             )
+    _say_records(cfg, out_path)
     from mdgl_analysis.training.loop import start
 
     run, _ = start(cfg, out_path, command or ["mdgl_analysis.train"], progress=progress)
     return Run(run.path)
+
+
+def _say_records(cfg: Config, out: Path) -> None:
+    """Before a recording run starts: the size of a record, of all of them, and the free disk
+    space, on stderr (sizes that cannot fit in memory are refused first, as training would)."""
+    import sys
+
+    from mdgl_analysis import runtime
+    from mdgl_analysis.training.estimate import record_lines, record_of, recorded_iterations
+    from mdgl_analysis.training.memory import check_memory
+
+    if not recorded_iterations(cfg):
+        return
+    check_memory(cfg, runtime.resolve_device(cfg.run.device))
+    for line in record_lines(record_of(cfg), out.parent):
+        print(f"mdgl: {line.strip()}", file=sys.stderr)
+
+
+def estimate(
+    config: Config | str | os.PathLike | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    startup: float = 0.0,
+    **options: Any,
+):
+    """What training ``config`` would cost here, without creating anything: an
+    :class:`~mdgl_analysis.training.estimate.Estimate` (seconds per iteration measured on this
+    machine and the whole run's wall-clock, peak memory, record sizes).
+
+    Args:
+        config: as in :func:`train`.
+        out: the run folder :func:`train` would create: checked as it would be (it must not
+            exist), and the records' free disk space is that of its filesystem.
+        startup: seconds a new process takes to start, added to the total.
+        **options: as in :func:`train` (``task``, ``rule``, ``seed``, ``iterations``,
+            ``record_every``, ``device``, ``set``).
+    """
+    from mdgl_analysis.training.estimate import estimate as _estimate
+
+    cfg = configure(config, **options)
+    if out is not None:
+        _check_out(Path(out))
+    if cfg.run.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "run.device = 'cuda' but no CUDA device is available; use auto or cpu"
+            )
+    return _estimate(cfg, startup=startup)
 
 
 def resume(
@@ -236,3 +290,23 @@ class Run:
         from mdgl_analysis.recording.verify import verify_file
 
         return {f.name: verify_file(f) for f in self.record_files()}
+
+    def export(
+        self,
+        out: str | os.PathLike,
+        format: str = "hdf5",  # noqa: A002 - the CLI's --format
+        codec: str = "gzip",
+    ) -> Path:
+        """``mdgl export``: a copy of the run at ``out`` whose records need no HDF5 plugin
+        (``format="hdf5"``, ``codec`` ``"gzip"`` or ``"none"``), or its recorded trials as one
+        NWB file ``out`` ending in ``.nwb`` (``format="nwb"``, extra ``[nwb]``). Returns ``out``;
+        :class:`~mdgl_analysis.recording.export.ExportError` (a ValueError) for bad input."""
+        from mdgl_analysis.recording.export import ExportError, export
+
+        if format == "nwb":
+            from mdgl_analysis.recording.nwb import export_nwb
+
+            return export_nwb(self.path, out, codec)
+        if format != "hdf5":
+            raise ExportError(f"format {format!r} is not allowed: hdf5 or nwb")
+        return export(self.path, out, codec)

@@ -1,4 +1,5 @@
-"""The ``mdgl`` command line: train, resume, info, verify, analyze, figures, sweep, bench.
+"""The ``mdgl`` command line: train, resume, info, verify, export, analyze, figures, sweep, bench,
+presets.
 
 Bad input (unknown rule, preset or key, out-of-range values, missing config file, existing output
 folder, sizes that cannot fit in memory, a damaged run folder) exits with status 2 and one line on
@@ -28,6 +29,10 @@ from mdgl_analysis.training.runs import (
 )
 
 EXIT_USAGE = 2
+DRY_RUN_HELP = (
+    "print the resolved config and what the run would cost (seconds per iteration, measured "
+    "here; peak memory; record sizes; total wall-clock) and create nothing"
+)
 EXIT_OF_STATUS = {"completed": 0, "interrupted": 130, "diverged": 1}
 TASK_HELP = (
     "the task (task.name): evidence, pattern, neurogym:ENV or FILE.py:CLASS; its parameters "
@@ -56,8 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a network into a new run folder")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--config", metavar="FILE", help="TOML config (see runs/configs/)")
-    src.add_argument("--preset", metavar="NAME", help=f"one of {', '.join(config_mod.PRESETS)}")
+    src.add_argument(
+        "--config", metavar="FILE", help="a TOML config file, e.g. an edited `mdgl presets NAME`"
+    )
+    src.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"one of {', '.join(config_mod.PRESETS)} (default paper; `mdgl presets` says each)",
+    )
     p.add_argument("--task", metavar="NAME", help=TASK_HELP)
     p.add_argument("--rule", help=f"learning rule (train.rule): {', '.join(RULES)}")
     p.add_argument("--seed", help="random seed (run.seed)")
@@ -75,19 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu or cuda (run.device)")
     p.add_argument("--record-every", metavar="K", help="record every K-th iteration (record.every)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
-    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("run", metavar="RUN_DIR", help="the run folder to continue")
     p.add_argument("--iterations", type=int, help="new total number of iterations")
     p.add_argument(
         "--task",
         metavar="FILE.py:CLASS",
         help="the run's task file, named to trust it (runs of a task in a user's file only)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("info", help="describe a run folder")
-    p.add_argument("run", metavar="RUN_DIR", nargs="?")
+    p.add_argument("run", metavar="RUN_DIR", nargs="?", help="the run folder to describe")
     p.add_argument(
         "--hdf5-plugin-path",
         action="store_true",
@@ -96,8 +108,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("verify", help="check recorded gradients from the record files alone")
-    p.add_argument("run", metavar="RUN_OR_FILE")
-    p.add_argument("--tolerance", type=float, default=1e-5, help="largest relative error allowed")
+    p.add_argument("run", metavar="RUN_OR_FILE", help="a run folder, or one record file")
+    p.add_argument(
+        "--tolerance", type=float, default=1e-5, help="largest relative error allowed (1e-5)"
+    )
+
+    p = sub.add_parser(
+        "export",
+        help="a copy of a run whose records any HDF5/netCDF tool reads (no plugin), or NWB",
+        description="--format hdf5 (default): write DIR, a copy of the run folder RUN in which "
+        "every record is rewritten with --codec gzip (deflate level 1 + shuffle, HDF5's own "
+        "filter) or none; values, dimensions, coordinates and attributes are kept exactly, the "
+        "manifest gets the new records' checksums, and `mdgl verify DIR` checks the copy. RUN "
+        "may also be one record file: --out is then the new record file. --format nwb: write "
+        "the recorded trials of RUN (a run folder or a record file) as one NWB file FILE.nwb "
+        "(spikes as units, voltages, thresholds and inputs as time series, trials end to end; "
+        "needs the extra: pip install 'mdgl-analysis[nwb]'). --out must not exist; it appears "
+        "only when complete, and RUN is never changed.",
+    )
+    p.add_argument("run", metavar="RUN_OR_FILE", help="a run folder, or one record file")
+    p.add_argument(
+        "--format",
+        choices=["hdf5", "nwb"],
+        default="hdf5",
+        help="hdf5: a portable copy (default); nwb: one Neurodata Without Borders file",
+    )
+    p.add_argument(
+        "--codec",
+        choices=["gzip", "none"],
+        default="gzip",
+        help="compression of the copy's records (and of the NWB file's data): gzip (default) "
+        "or none; both need no HDF5 plugin",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="the new folder (a run), new record file (a record) or new FILE.nwb (--format nwb)",
+    )
 
     p = sub.add_parser("analyze", help="gradient alignment of recorded runs with BPTT")
     p.add_argument("what", choices=["alignment"], help="the analysis")
@@ -117,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "figures", help="draw every figure (mdgl_analysis.analysis.figures) of runs into DIR"
     )
-    p.add_argument("runs", nargs="+", metavar="RUN")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or folders holding runs)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the PNG and PDF files go")
 
     p = sub.add_parser("sweep", help="train every (rule, seed) of a config, resumable")
     p.add_argument("config", metavar="CONFIG", help="a TOML config file or a preset name")
@@ -129,18 +177,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="1-5", help="A-B or a,b,c")
     p.add_argument("--iterations", help="training iterations of every run")
     p.add_argument("--record-every", metavar="K", help="record every K-th iteration")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="as for mdgl train"
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
     p.add_argument("--scheduler", metavar="ADDRESS", help="submit runs to a dask cluster")
     p.add_argument("--out", metavar="DIR", help="sweep folder (default runs/sweep-<config>)")
+    p.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP + " (per rule)")
 
     p = sub.add_parser("bench", help="seconds per iteration and peak RSS of each rule")
-    p.add_argument("--rules", default="bptt,bptt_autograd", help="comma-separated rules")
+    p.add_argument(
+        "--rules",
+        default="bptt,bptt_autograd",
+        help=f"comma-separated, of the rules ({', '.join(RULES)}), bptt_autograd (the "
+        "autograd reference), traces_list, traces_dense (the forward trace iterator) and "
+        "record_list, record_dense (one recorded iteration with every quantity)",
+    )
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     p.add_argument("--iterations", type=int, default=5, help="timed iterations per rule")
-    p.add_argument("--preset", default="paper")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--preset", default="paper", metavar="NAME", help="the preset to time (paper)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="as for mdgl train"
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+
+    p = sub.add_parser(
+        "presets", help="list the presets, or print one resolved as TOML (to edit a copy)"
+    )
+    p.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",
+        help=f"the preset to print: {', '.join(config_mod.PRESETS)}",
+    )
     return parser
 
 
@@ -223,21 +292,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     source = (
         config_mod.load(args.config, resolve_task=False) if args.config is not None else args.preset
     )
+    options = {
+        "task": args.task,
+        "rule": args.rule,
+        "seed": args.seed,
+        "iterations": args.iterations,
+        "record_every": args.record_every,
+        "device": args.device,
+        "set": args.set,
+    }
+    if args.dry_run:
+        return _dry_run(api.configure(source, **options), args.out)
     run = api.train(
-        source,
-        out=args.out,
-        progress=not args.no_progress,
-        command=command_line(),
-        task=args.task,
-        rule=args.rule,
-        seed=args.seed,
-        iterations=args.iterations,
-        record_every=args.record_every,
-        device=args.device,
-        set=args.set,
+        source, out=args.out, progress=not args.no_progress, command=command_line(), **options
     )
     _report(run.folder, run.status)
     return EXIT_OF_STATUS.get(run.status, 1)
+
+
+def _dry_run(cfg: config_mod.Config, out: str | None) -> int:
+    """``train --dry-run``: the resolved config as TOML, then the estimate (creates nothing)."""
+    from mdgl_analysis import api
+    from mdgl_analysis.training.estimate import lines_of, process_age
+
+    est = api.estimate(cfg, out=out, startup=process_age())
+    print(config_mod.dumps(cfg).rstrip())
+    print()
+    for line in lines_of(est, (Path(out) if out else api.default_out(cfg)).parent):
+        print(line)
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -286,7 +369,7 @@ def describe(run: RunFolder) -> str:
         *_describe_task(meta),
         f"progress  {meta['iteration']} / {meta['iterations']} iterations",
         f"started   {meta['started']}   ended {meta['ended']}",
-        f"git       {meta['git']['commit']}{' (dirty)' if meta['git']['dirty'] else ''}",
+        *_describe_source(meta),
     ]
     if meta.get("error"):
         lines.append(f"error     {meta['error']}")
@@ -308,6 +391,22 @@ def describe(run: RunFolder) -> str:
     lines.append(f"checkpoints {len(ckpts)}" + (f", latest {ckpts[-1].name}" if ckpts else ""))
     lines.append(f"metrics   {run.metrics_path} ({len(rows)} rows)")
     return "\n".join(lines)
+
+
+def _describe_source(meta: dict) -> list[str]:
+    """The code that ran: git commit and dirty flag, and how mdgl-analysis was installed (runs
+    made before the installation was recorded have only the commit)."""
+    git, install = meta["git"], meta.get("install")
+    commit = git["commit"] or "none (not run from a git checkout)"
+    lines = [f"git       {commit}{' (dirty)' if git['dirty'] else ''}"]
+    if install:
+        kind = {
+            "editable": "editable install of the source tree",
+            "installed": "installed distribution in",
+            "source": "source tree, not installed:",
+        }[install["kind"]]
+        lines.append(f"package   mdgl-analysis {install['version']}, {kind} {install.get('path')}")
+    return lines
 
 
 def _describe_task(meta: dict) -> list[str]:
@@ -364,7 +463,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if failures:
             return _report_failures(failures)
         return _fail(f"no record files in {args.run!r} (train with --record-every K)")
-    worst = 0.0
+    worst, contracted = 0.0, 0
     for f in files:
         report = verify_file(f)
         if report.problems:
@@ -377,13 +476,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if report.contract is None:
                 line += f" (no contraction check: {report.why})"
             else:
-                line += f"; signal x trace max rel. error {report.contract:.2e}"
+                line += f"; signal x trace ({report.scope}) max rel. error {report.contract:.2e}"
+                contracted += 1
             worst = max(worst, report.recomputed, report.contract or 0.0)
         print(line, flush=True)
         failures += [f"{f.name}: {problem}" for problem in report.failures(args.tolerance)]
     if failures:
         return _report_failures(failures)
-    print(f"OK: worst relative error {worst:.2e} (tolerance {args.tolerance:g})")
+    print(
+        f"OK: worst relative error {worst:.2e} (tolerance {args.tolerance:g}); "
+        f"signal x trace checked in {contracted} of {len(files)} record(s)"
+    )
     return 0
 
 
@@ -392,6 +495,36 @@ def _report_failures(failures: list[str]) -> int:
         print(f"  FAILED {line}")
     print(f"MISMATCH: {len(failures)} failed check(s)")
     return 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A portable copy of a run or record (plugin-free codec), or an NWB file of its trials."""
+    import time
+
+    from mdgl_analysis.recording.export import ExportError, export
+
+    if Path(args.run).is_dir():  # an unreadable record named in one line, before anything
+        _check_records(Path(args.run))
+    start = time.perf_counter()
+    try:
+        if args.format == "nwb":
+            from mdgl_analysis.recording.nwb import export_nwb
+
+            out = export_nwb(args.run, args.out, args.codec)
+        else:
+            out = export(args.run, args.out, args.codec)
+    except ExportError as err:
+        return _fail(str(err))
+    seconds = time.perf_counter() - start
+    files = [out] if out.is_file() else [p for p in out.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files) / 2**20
+    if args.format == "nwb":
+        print(f"wrote {out}: NWB, {size:.1f} MiB in {seconds:.1f} s")
+        print(f"  check it with: nwbinspector {out}")
+    else:
+        print(f"wrote {out}: records with codec {args.codec}, {size:.1f} MiB in {seconds:.1f} s")
+        print(f"  check it with: mdgl verify {out}   (h5dump, ncdump, h5py read it as it is)")
+    return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -430,6 +563,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 res = analysis.by_record(alignment, run)
             else:
                 res = alignment(open_run(run)).compute()
+            if args.by == "time":  # a cosine of negligible contributions is noise: no value
+                res["negligible"] = analysis.negligible(res)
+                res["cosine"] = res.cosine.where(~res.negligible)
             results.append(res.expand_dims(run=[str(run)]))
             table = analysis.tidy(res)
             table.insert(0, "seed", cfg["run"]["seed"])
@@ -440,6 +576,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     column = "window" if args.by == "time" else "part"
     summary = table.pivot_table(index="rule", columns=column, values="cosine", aggfunc="mean")
     print(f"cosine similarity with BPTT, mean over {len(runs)} run(s) and recorded iterations:")
+    if args.by == "time":
+        print(
+            f"(windows where a rule's contribution is below {analysis.NEGLIGIBLE:g} of BPTT's "
+            "are left out: NaN where every one is)"
+        )
     print(summary.round(3).to_string())
     if args.out:
         out = Path(args.out)
@@ -535,6 +676,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for rule in rules:
             ruled = config_mod.set_value(cfg, "train.rule", rule)
             _check_memory(ruled, runs=at_once)
+    if args.dry_run:
+        return _dry_run_sweep(cfg, out, rules, seeds, args.jobs)
     sweep = Sweep.create_or_open(out, cfg, rules, seeds)
     print(
         f"sweep {out}: {len(rules)} rules x {len(seeds)} seeds, "
@@ -544,6 +687,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     failed = [e for e in entries if e["status"] != "completed"]
     print(f"{len(entries) - len(failed)} completed, {len(failed)} not completed")
     return 1 if failed else 0
+
+
+def _dry_run_sweep(
+    cfg: config_mod.Config, out: Path, rules: list[str], seeds: list[int], jobs: int
+) -> int:
+    """``sweep --dry-run``: the config, then each rule's estimate and the sweep's wall-clock."""
+    from mdgl_analysis import api
+    from mdgl_analysis.training.estimate import duration, lines_of, process_age
+
+    print(config_mod.dumps(cfg).rstrip())
+    work, startup = 0.0, process_age()
+    for rule in rules:
+        est = api.estimate(config_mod.set_value(cfg, "train.rule", rule), startup=startup)
+        print(f"\nrule {rule} (each of {len(seeds)} seed(s)):")
+        for line in lines_of(est, out):
+            print(f"  {line}")
+        work += est.total_seconds * len(seeds)
+    runs = len(rules) * len(seeds)
+    print(
+        f"\nsweep: {runs} runs, {min(jobs, runs)} at a time: about "
+        f"{duration(work / min(jobs, runs))} of wall-clock if each keeps its own core"
+    )
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -558,15 +724,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_benchmark(args)
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    """``mdgl presets``: each preset with its description; ``mdgl presets NAME``: that preset,
+    every field resolved, as TOML that ``--config`` reads back."""
+    if args.name is None:
+        width = max(map(len, config_mod.PRESETS))
+        for name in config_mod.PRESETS:
+            print(f"{name:<{width}}  {config_mod.preset_description(name)}")
+        print("\nmdgl train --preset NAME     trains one")
+        print("mdgl presets NAME > my.toml  prints one as TOML: edit it, train it with --config")
+        return 0
+    cfg = config_mod.preset(args.name)
+    print(f"# preset {args.name}, every field resolved: mdgl train --config FILE reads it back")
+    print(config_mod.dumps(cfg, config_mod.preset_description(args.name)).rstrip())
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
     "info": cmd_info,
     "verify": cmd_verify,
+    "export": cmd_export,
     "analyze": cmd_analyze,
     "figures": cmd_figures,
     "sweep": cmd_sweep,
     "bench": cmd_bench,
+    "presets": cmd_presets,
 }
 
 

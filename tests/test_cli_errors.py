@@ -987,6 +987,9 @@ CASES = {
     "toml-section-not-a-table": Case(
         with_config(), ["c.toml", "[network] must be a table"], setup=toml("network = 5\n")
     ),
+    "toml-description-not-a-string": Case(
+        with_config(), ["c.toml", "description = 5", "a string"], setup=toml("description = 5\n")
+    ),
     "toml-unknown-key": Case(
         with_config(),
         ["'train.bogus'", "fields of [train]", "batch"],
@@ -1063,6 +1066,12 @@ CASES = {
         ["info", RUN],
         ["run.json'", "git = 'abc'", "an object"],
         setup=run_json(git="abc"),
+        tiny_run=True,
+    ),
+    "info-run-json-install-of-an-unknown-kind": Case(
+        ["info", RUN],
+        ["run.json'", "install = {'kind': 'pip'}", 'an object {"kind"'],
+        setup=run_json(install={"kind": "pip"}),
         tiny_run=True,
     ),
     "info-run-json-status-not-a-string": Case(
@@ -1389,6 +1398,10 @@ CASES = {
     "info-of-a-file": Case(
         ["info", "{tmp}/r/run.json"], ["run.json'", "not a run folder"], tiny_run=True
     ),
+    "presets-unknown-name": Case(["presets", "nope"], ["unknown preset 'nope'", "paper, demo"]),
+    "presets-two-names": Case(
+        ["presets", "demo", "paper"], ["unrecognized arguments: paper"], argparse=True
+    ),
 }
 
 PARAMS = [pytest.param(case, id=name, marks=case.marks) for name, case in CASES.items()]
@@ -1545,3 +1558,19 @@ def test_version_and_help_name_every_command_and_rule(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert ", ".join(RULES) in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_command_and_every_option_has_a_help_text():
+    import argparse
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in commands._choices_actions}
+    assert set(helps) == set(cli.COMMANDS) and all(helps.values()), helps
+    missing = [
+        f"mdgl {name} {action.option_strings or action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()
+    ]
+    assert missing == []
