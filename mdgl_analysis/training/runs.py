@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -549,7 +550,13 @@ class RunFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
+            # the holder writes its name just after it takes the lock: give it a moment
+            for _ in range(20):
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                if holder:
+                    break
+                time.sleep(0.01)
+            holder = holder or "pid unknown"
             os.close(fd)
             raise RunFolderError(
                 f"run {str(self.path)!r} is in use by another process ({holder}): one process "
