@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -136,7 +137,8 @@ class _BackgroundWriter:
         self.written[name] = done + array.size
 
     def _write_chunk(self, dataset: h5py.Dataset, key: Any, array: np.ndarray) -> bool:
-        """Write ``array`` as one whole chunk if ``key`` selects exactly one; else False."""
+        """Write ``array`` as whole chunks if ``key`` selects whole chunks (one, or several: a
+        variable split along its last axis too); else False."""
         chunks = dataset.chunks
         if chunks is None or array.dtype != dataset.dtype:
             return False
@@ -149,15 +151,25 @@ class _BackgroundWriter:
             else:
                 start, stop, _ = k.indices(n)
                 size = stop - start
-            if start % c or (size != c and start + size != n) or size > c:
+            if start % c or (size % c and start + size != n):
                 return False
             offset.append(start)
             sizes.append(size)
         if int(np.prod(sizes)) != array.size:
             return False
-        block = array.reshape(sizes)
+        array = array.reshape(sizes)
+        grid = [range(0, s, c) for s, c in zip(sizes, chunks, strict=True)]
+        for corner in itertools.product(*grid):
+            piece = array[tuple(slice(a, a + c) for a, c in zip(corner, chunks, strict=True))]
+            at = tuple(o + a for o, a in zip(offset, corner, strict=True))
+            self._write_one(dataset, at, piece)
+        return True
+
+    def _write_one(self, dataset: h5py.Dataset, offset: tuple[int, ...], block: np.ndarray):
+        """Compress one chunk (``block``, at most the chunk shape) and store it at ``offset``."""
+        chunks, sizes = dataset.chunks, block.shape
         if tuple(sizes) != tuple(chunks):  # an edge chunk is stored at full size
-            full = np.zeros(chunks, dtype=array.dtype)
+            full = np.zeros(chunks, dtype=block.dtype)
             full[tuple(slice(0, s) for s in sizes)] = block
             block = full
         block = np.ascontiguousarray(block)
@@ -173,7 +185,6 @@ class _BackgroundWriter:
                 cname=cname,
             )
         dataset.id.write_direct_chunk(tuple(offset), data)
-        return True
 
     def put(self, name: str, key: Any, value: Tensor | np.ndarray) -> None:
         self._raise()
@@ -351,6 +362,16 @@ class Recorder:
         per_step = len(self.trials) * width * itemsize
         steps = int(self.cfg.record.chunk_mb * 2**20 // max(1, per_step))
         return max(1, min(steps, self.t1 - self.t0))
+
+    def chunk_width(self, width: int, itemsize: int, cell: int = 1) -> int:
+        """Width (last axis) of an HDF5 chunk of a ``[time, trial, width]`` variable: all of it
+        when one step fits ``chunk_mb``, else a part of one step that fits (a multiple of
+        ``cell``, a cell's synapses in the dense layout, where one fits), so that no chunk, and
+        no analysis task, needs more than about ``chunk_mb`` (a large network's dense traces)."""
+        fits = int(self.cfg.record.chunk_mb * 2**20 // max(1, len(self.trials) * itemsize))
+        if fits >= width:
+            return max(1, width)
+        return max(1, fits // cell * cell or fits)
 
     def estimate_bytes(self, fwd: Forward) -> int:
         """Upper bound of a record's size: every variable uncompressed."""
@@ -538,6 +559,16 @@ class Recorder:
     def _cast(self, name: str, value: Tensor) -> Tensor:
         return cast(name, value, self.float_dtype)
 
+    def synapses_per_cell(self, dim: str) -> int:
+        """Synapses onto each cell along ``dim`` when every cell has as many (the dense layout),
+        else 1."""
+        post = {"synapse_rec": self.synapses.rec_post, "synapse_in": self.synapses.in_post}.get(dim)
+        if post is None or post.numel() == 0:
+            return 1
+        counts = torch.bincount(post.cpu())
+        counts = counts[counts > 0]
+        return int(counts[0]) if bool((counts == counts[0]).all()) else 1
+
     @staticmethod
     def x_kind(x: Tensor) -> str:
         """Inputs are stored as uint8 counts when they are counts (0..255), else exactly."""
@@ -568,6 +599,10 @@ class Recorder:
                 1 if d == "rule" else steps if d == "time" else f.dimensions[d].size
                 for d in var.dims
             )
+            # one step wider than chunk_mb: the last axis is split too (whole cells if dense)
+            cell = self.synapses_per_cell(var.dims[-1])
+            last = self.chunk_width(width, np.dtype(dtype).itemsize, cell) if steps == 1 else width
+            chunks = (*chunks[:-1], last)
             kwargs = {"chunks": chunks, **codec}
         elif int(np.prod(shape or (1,))) * np.dtype(dtype).itemsize > 1 << 20:
             kwargs = {"chunks": True, **codec}
