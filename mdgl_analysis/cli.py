@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="per weight matrix and iteration, per cell-type block, or per time window",
     )
     p.add_argument("--window-ms", type=float, default=100.0, help="time window for --by time")
+    p.add_argument(
+        "--task-mb",
+        type=float,
+        default=None,
+        help="memory budget of one analysis task, MiB (default 128): --by time reads at most "
+        "this much per task whatever the number of synapses",
+    )
     p.add_argument("--out", metavar="FILE", help="write the tidy result (.csv or .nc)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="a dask.distributed scheduler")
     p.add_argument("--workers", type=int, help="a local dask cluster of N worker processes")
@@ -539,6 +546,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _fail(f"--workers {args.workers}: an integer >= 1")
     if not (math.isfinite(args.window_ms) and args.window_ms > 0):
         return _fail(f"--window-ms {args.window_ms!r} is not allowed: a finite number > 0")
+    if args.task_mb is not None and not (math.isfinite(args.task_mb) and args.task_mb > 0):
+        return _fail(f"--task-mb {args.task_mb!r} is not allowed: a finite number of MiB > 0")
     if args.out and (blocking := blocking_file(Path(args.out).parent)) is not None:
         return _fail(f"--out {args.out!r}: {str(blocking)!r} is a file, not a folder")
     for run in _run_folders(args.runs):  # damage named in one line, before any computation
@@ -550,7 +559,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return _fail(f"no recorded runs in {' '.join(args.runs)} (train with --record-every K)")
     results, tables = [], []
     if args.by == "time":
-        alignment = functools.partial(analysis.time_alignments, window_ms=args.window_ms)
+        alignment = functools.partial(
+            analysis.time_alignments, window_ms=args.window_ms, task_mb=args.task_mb
+        )
     else:
         by = "matrix" if args.by == "iteration" else "block"
         alignment = functools.partial(analysis.gradient_alignment, by=by)
@@ -559,10 +570,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             cfg = analysis.run_config(run)
             # on a cluster one task per record file moves no chunks between workers (faster
             # there, README: analysis benchmark); threads share one graph over the whole run
-            if client is not None:
-                res = analysis.by_record(alignment, run)
-            else:
-                res = alignment(open_run(run)).compute()
+            try:
+                if client is not None:
+                    res = analysis.by_record(alignment, run)
+                else:
+                    res = alignment(open_run(run)).compute()
+            except analysis.BudgetError as err:  # --task-mb below what one task must hold
+                return _fail(str(err))
             if args.by == "time":  # a cosine of negligible contributions is noise: no value
                 res["negligible"] = analysis.negligible(res)
                 res["cosine"] = res.cosine.where(~res.negligible)

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import itertools
 import json
+import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask._task_spec import Task, TaskRef
 from dask.highlevelgraph import HighLevelGraph
 
 from mdgl_analysis.recording.readers import open_record, open_run, record_files, run_folders
@@ -191,15 +193,251 @@ def _contract(
     return out
 
 
+TASK_MB = 128.0
+"""Default memory budget (MiB) of one contraction task of :func:`contributions`: the signal and
+trace pieces it reads. Time blocks and synapse groups are sized from it, whatever the layout, the
+number of synapses, the trial length or the number of rules (a task can only be smaller than this
+if the record's HDF5 chunks are: each is read whole once, ``record.chunk_mb``)."""
+
+
+class BudgetError(ValueError):
+    """A task budget that is not a number > 0, or too small for a record (one line)."""
+
+
+def task_bytes(task_mb: float | None = None) -> int:
+    """The task budget in bytes (``task_mb`` MiB, default :data:`TASK_MB`); a ValueError names a
+    budget that is not a finite number > 0."""
+    mb = TASK_MB if task_mb is None else task_mb
+    if isinstance(mb, bool) or not isinstance(mb, int | float) or not np.isfinite(mb) or mb <= 0:
+        raise BudgetError(f"task_mb = {task_mb!r} is not allowed: a finite number of MiB > 0")
+    return max(1, int(mb * 2**20))
+
+
+def _bounds(chunks: Sequence[int]) -> np.ndarray:
+    return np.cumsum((0, *chunks))
+
+
+def _refine(x: da.Array, cuts: dict[int, Iterable[int]]) -> da.Array:
+    """``x`` with its chunks along each axis of ``cuts`` also cut at those positions: every new
+    chunk is a view of one old chunk (no copy, no merge), each old chunk still read once."""
+    chunks = list(x.chunks)
+    for axis, where in cuts.items():
+        old = _bounds(x.chunks[axis])
+        new = np.union1d(old, [c for c in where if 0 < c < old[-1]])
+        chunks[axis] = tuple(np.diff(new).tolist())
+    if tuple(chunks) == x.chunks:
+        return x
+    name = "refine-" + dask.base.tokenize(x, chunks)
+    old_b = [_bounds(c) for c in x.chunks]
+    new_b = [_bounds(c) for c in chunks]
+    dsk: dict = {}
+    for index in itertools.product(*(range(len(c)) for c in chunks)):
+        src, sl = [], []
+        for axis, i in enumerate(index):
+            lo, hi = int(new_b[axis][i]), int(new_b[axis][i + 1])
+            j = int(np.searchsorted(old_b[axis], lo, side="right")) - 1
+            src.append(j)
+            sl.append(slice(lo - int(old_b[axis][j]), hi - int(old_b[axis][j])))
+        dsk[(name, *index)] = (operator.getitem, (x.name, *src), tuple(sl))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    return da.Array(graph, name, tuple(chunks), dtype=x.dtype, meta=x._meta)
+
+
+def _inline(x: da.Array, key: tuple) -> Any:
+    """What a contraction task gives for trace chunk ``key`` of ``x``: the record chunk's read
+    and the :func:`_refine` slice of it, computed inside the task (:func:`_expression`). As
+    tasks of their own, reads and slices were computed far ahead of the tasks that consume
+    them, each keeping a whole record chunk alive: 620 MiB of them at once on one paper-scale
+    record, whatever the task budget. (Signal chunks stay shared tasks: several blocks read
+    each.)"""
+    if not x.name.startswith("refine-"):
+        return _expression(x.dask, key)
+    func, source, index = x.dask.layers[x.name][key]
+    return (func, _expression(x.dask, source), index)
+
+
+def _expression(graph: Any, key: tuple, depth: int = 0) -> Any:
+    """A task expression that computes chunk ``key`` of ``graph`` inline: it follows aliases
+    (the record concatenation) and tasks of plain arguments (a record chunk's read and the
+    slice that adds ``iteration``); anything else stays the key, a dependency as before."""
+    task = graph.get(key) if depth < 8 else None
+    if _is_key(graph, task):  # an alias
+        return _expression(graph, task, depth + 1)
+    if isinstance(task, tuple) and task and callable(task[0]):  # a task of the reader
+        if any(_is_key(graph, a) for a in task[1:]):
+            return key
+        return task
+    if isinstance(task, Task) and not task.kwargs:
+        args = []
+        for a in task.args:
+            if isinstance(a, TaskRef):
+                a = _expression(graph, a.key, depth + 1)
+                if a == key or _is_key(graph, a):
+                    return key
+            elif isinstance(a, Task | TaskRef) or _is_key(graph, a):
+                return key
+            args.append(a)
+        return (task.func, *args)
+    return key
+
+
+def _is_key(graph: Any, value: Any) -> bool:
+    """Whether ``value`` is a key of ``graph`` (slices and other unhashables are not)."""
+    if not (isinstance(value, tuple) and value and isinstance(value[0], str)):
+        return False
+    try:
+        return value in graph
+    except TypeError:
+        return False
+
+
+def _worst_task(
+    blocks: list[tuple[int, int, int, int]],
+    groups: list[tuple[int, int]],
+    traces: list[da.Array],
+    starts: list[int],
+    nl: int,
+    per_cell: int,
+) -> int:
+    """An upper bound of the trace bytes one task holds: per matrix, the whole record chunks
+    that the largest overlap of a time block and a synapse group touches (``per_cell``: the
+    lead and trial elements per step and synapse)."""
+    total = 0
+    for t, o in zip(traces, starts, strict=True):
+        tb, cb = _bounds(t.chunks[nl]), _bounds(t.chunks[nl + 2])
+        rows = (
+            max(
+                (
+                    int(
+                        tb[np.searchsorted(tb, b, "left")] - tb[np.searchsorted(tb, a, "right") - 1]
+                    )
+                    for a, b, *_ in blocks
+                    if b > a
+                ),
+                default=0,
+            )
+            if tb[-1]
+            else 0
+        )
+        cols = 0
+        for g0, g1 in groups:
+            lo, hi = max(g0 - o, 0), min(g1 - o, int(cb[-1]))
+            if hi > lo:
+                right = cb[min(np.searchsorted(cb, hi, "left"), len(cb) - 1)]
+                cols = max(cols, int(right - cb[np.searchsorted(cb, lo, "right") - 1]))
+        total += rows * cols * per_cell * t.dtype.itemsize
+    return total
+
+
+def _changes(post: np.ndarray) -> np.ndarray:
+    """Positions in a synapse list where the postsynaptic cell changes."""
+    return np.flatnonzero(np.diff(post)) + 1
+
+
+def _groups(edges: np.ndarray, cells: np.ndarray, n_syn: int, width: int) -> list[tuple[int, int]]:
+    """Contiguous synapse groups ``[a, b)`` of at most ``width`` synapses that never cut a chunk
+    of the record (``edges``: its boundaries along the synapse axis) except where one is wider than
+    ``width``, and then preferably where a postsynaptic cell's synapses end (``cells``)."""
+    atoms = []
+    for a, b in itertools.pairwise(edges.tolist()):
+        while b - a > width:  # a chunk wider than a task: cut it, at a cell boundary if any
+            inside = cells[(cells > a) & (cells <= a + width)]
+            cut = int(inside[-1]) if len(inside) else a + width
+            atoms.append((a, cut))
+            a = cut
+        atoms.append((a, b))
+    groups: list[tuple[int, int]] = []
+    for a, b in atoms:
+        if groups and b - groups[-1][0] <= width:
+            groups[-1] = (groups[-1][0], b)
+        else:
+            groups.append((a, b))
+    return groups or [(0, n_syn)]
+
+
+def _plan(
+    n_t: int,
+    window: int | None,
+    n_window: int,
+    step_signal: int,
+    step_synapse: int,
+    n_syn: int,
+    widest_cell: int,
+    trace_steps: int,
+    budget: int,
+    widest: int | None = None,
+) -> tuple[int, int]:
+    """Steps per task and synapses per group such that ``steps * (step_signal + synapses *
+    step_synapse) <= budget`` (bytes): every synapse in a task when one step of them fits, as many
+    steps as fit (whole record chunks of ``trace_steps`` when more than one fits); else synapse
+    groups of at least the widest cell's synapses with up to ``trace_steps`` steps. Groups are at
+    most ``widest`` synapses (what the task's output per step allows)."""
+    full = step_signal + n_syn * step_synapse
+    widest = n_syn if widest is None else max(1, widest)
+    if full <= budget and n_syn <= widest:
+        steps = min(max(1, n_t), budget // full)
+        if steps >= trace_steps:
+            steps = steps // trace_steps * trace_steps
+        return steps, n_syn
+    steps = max(1, min(trace_steps, n_t, window or n_t))
+    want = min(n_syn, widest_cell)
+    while steps > 1 and (budget // steps - step_signal) // step_synapse < want:
+        steps = max(1, steps // 2)
+    width = (budget // steps - step_signal) // step_synapse
+    if width < 1:
+        raise ValueError(
+            f"task_mb = {budget / 2**20:g} is too small: one step of the learning signal alone "
+            f"takes {step_signal / 2**20:.3g} MiB"
+        )
+    return steps, int(min(width, n_syn, widest))
+
+
+def _blocks(
+    n_t: int, window: int | None, n_window: int, steps: int
+) -> tuple[list[tuple[int, int, int, int]], int, tuple[int, ...]]:
+    """The tasks' time blocks ``(t0, t1, part, window chunk)``; with windows, the number of
+    parts a window is cut into and the windows per window chunk (each block lies in one chunk).
+
+    Per step: blocks of ``steps`` steps. Per window: whole windows per block when a window fits
+    in ``steps``, else each window cut into ``parts`` nearly equal blocks of at most ``steps``
+    steps (their partial sums are added by a tree reduction)."""
+    if window is None:
+        starts = list(range(0, n_t, steps)) or [0]
+        blocks = [(t, min(t + steps, n_t), 0, i) for i, t in enumerate(starts)]
+        return blocks, 1, tuple(b - a for a, b, *_ in blocks)
+    if n_window == 0:
+        return [(0, 0, 0, 0)], 1, (0,)
+    if steps >= window:
+        per = steps // window
+        firsts = range(0, n_window, per)
+        blocks = [(w * window, min(w + per, n_window) * window, 0, i) for i, w in enumerate(firsts)]
+        return blocks, 1, tuple(min(per, n_window - w) for w in firsts)
+    parts = -(-window // steps)
+    blocks = []
+    for w in range(n_window):
+        cuts = [w * window + (s * window) // parts for s in range(parts + 1)]
+        blocks += [(a, b, s, w) for s, (a, b) in enumerate(itertools.pairwise(cuts))]
+    return blocks, parts, (1,) * n_window
+
+
 _SCRATCH = threading.local()
 
 
-def _neuron_major(signal: list[np.ndarray], n_lead: int, n_rule: int, dtype) -> np.ndarray:
-    """The rule blocks [*lead, rule, time, trial, neuron] as one [lead, neuron, rule, time,
+def _neuron_major(
+    signal: list[list[np.ndarray]],
+    firsts: list[int],
+    t0: int,
+    n_t: int,
+    n_lead: int,
+    n_rule: int,
+    dtype,
+) -> np.ndarray:
+    """The signal pieces ([*lead, rules, steps, trial, neuron], per rule chunk and per time piece
+    starting at ``firsts``) of the steps ``[t0, t0 + n_t)`` as one [lead, neuron, rule, time,
     trial] array, the layout the products read. Written into a buffer kept per thread (a fresh
     one would page-fault in each time) and transposed a slab of rows at a time (cache friendly:
     about 3x faster than one strided copy)."""
-    n_t, n_b, n_n = signal[0].shape[-3:]
+    n_b, n_n = signal[0][0].shape[-2:]
     shape = (n_lead, n_n, n_rule, n_t * n_b)
     size = int(np.prod(shape))
     buffer = getattr(_SCRATCH, "buffer", None)
@@ -207,136 +445,251 @@ def _neuron_major(signal: list[np.ndarray], n_lead: int, n_rule: int, dtype) -> 
         buffer = _SCRATCH.buffer = np.empty(size, dtype=dtype)
     sig = buffer[:size].reshape(shape)
     r = 0
-    for block in signal:
-        rows = block.reshape(n_lead, -1, n_t * n_b, n_n)
-        for a in range(0, n_t * n_b, 1024):
-            part = rows[:, :, a : a + 1024].transpose(0, 3, 1, 2)
-            sig[:, :, r : r + rows.shape[1], a : a + 1024] = part
-        r += rows.shape[1]
+    for pieces in signal:
+        n_r = pieces[0].shape[-4]
+        for first, block in zip(firsts, pieces, strict=True):
+            rows = block.reshape(n_lead, n_r, -1, n_n)
+            c0 = (first - t0) * n_b
+            for a in range(0, rows.shape[2], 1024):
+                part = rows[:, :, a : a + 1024].transpose(0, 3, 1, 2)
+                sig[:, :, r : r + n_r, c0 + a : c0 + a + part.shape[-1]] = part
+        r += n_r
     return sig.reshape(n_lead, n_n, n_rule, n_t, n_b)
 
 
 def _contract_block(
     window: int | None,
-    n_window: int,
-    wiring,
-    start: int,
-    signal: list[np.ndarray],
-    firsts: list[list[int]],
-    traces: list[list[np.ndarray]],
+    t0: int,
+    t1: int,
+    w0: int,
+    n_w: int,
+    width: int,
+    sig_firsts: list[int],
+    meta: list[tuple[int, int, np.ndarray | None, list]],
+    signal: list[list[np.ndarray]],
+    traces: list[np.ndarray],
 ) -> np.ndarray:
-    """One time block ``[start, start + steps)`` of :func:`_contributions`.
+    """One task of :func:`_contributions`: the steps ``[t0, t1)`` of one group of ``width``
+    synapses.
 
     Args:
-        signal: the blocks [*lead, rule, steps, trial, neuron] along ``rule``.
-        firsts, traces: per matrix, the chunks [*lead, time, trial, synapse_m] that overlap the
-            block and the step each starts at (used in place: no concatenation).
-        wiring: :func:`_cell_runs` and the number of synapses, per matrix.
+        signal: per rule chunk, the pieces [*lead, rules, steps, trial, neuron] of the block,
+            starting at the steps ``sig_firsts`` (used in place: no concatenation).
+        traces: the trace pieces [*lead, steps, trial, synapses] of the block and group; per
+            piece, ``meta`` holds its first step, its first column in the group and
+            :func:`_cell_runs` of its synapses.
     Returns:
-        the matrices' synapses one after the other: per step [*lead, rule, steps, synapse] when
-        ``window`` is None, else [*lead, rule, 1, window, synapse], the block's part of the sum
-        over each window of ``window`` steps.
+        per step [*lead, rule, t1 - t0, width] when ``window`` is None, else [*lead, rule, 1,
+        n_w, width]: the block's part of the sums over the windows ``w0 .. w0 + n_w`` of
+        ``window`` steps.
     """
-    lead, n_t = signal[0].shape[:-4], signal[0].shape[-3]
-    n_lead, n_rule = int(np.prod(lead, dtype=int)), sum(b.shape[-4] for b in signal)
-    dtype = np.result_type(*signal, *(c for chunks in traces for c in chunks))
-    sig = _neuron_major(signal, n_lead, n_rule, dtype)
-    n_syn = sum(n for *_, n in wiring)
+    lead = signal[0][0].shape[:-4]
+    n_lead, n_rule = int(np.prod(lead, dtype=int)), sum(p[0].shape[-4] for p in signal)
+    dtype = np.result_type(*(b for p in signal for b in p), *traces)
+    sig = _neuron_major(signal, sig_firsts, t0, t1 - t0, n_lead, n_rule, dtype)
     if window is None:
-        out = np.empty((n_lead, n_rule, n_t, n_syn), dtype=dtype)
+        out = np.empty((n_lead, n_rule, t1 - t0, width), dtype=dtype)
     else:
-        out = np.zeros((n_lead, n_rule, 1, n_window, n_syn), dtype=dtype)
-    offset = 0
-    for (order, runs, n), starts, chunks in zip(wiring, firsts, traces, strict=True):
-        cols = slice(offset, offset + n)
-        offset += n
-        for first, chunk in zip(starts, chunks, strict=True):
-            chunk = chunk.reshape(n_lead, *chunk.shape[-3:])
-            lo, hi = max(first, start), min(first + chunk.shape[1], start + n_t)
-            # the steps [lo, hi) of this chunk, cut where windows end (complete windows only)
-            ends = range((lo // window + 1) * window, hi, window) if window else []
-            for a, b in itertools.pairwise([lo, *ends, hi]):
-                w = None if window is None else a // window
-                if w is not None and w >= n_window:
-                    continue
-                for i in range(n_lead):
-                    s_ab = sig[i, :, :, a - start : b - start]
-                    e_ab = chunk[i, a - first : b - first]
-                    if w is None:
-                        out[i, :, a - start : b - start, cols] = _contract(
-                            s_ab, e_ab, 1, order, runs
-                        )
-                    else:
-                        out[i, :, 0, w, cols] += _contract(s_ab, e_ab, b - a, order, runs)[:, 0]
+        out = np.zeros((n_lead, n_rule, 1, n_w, width), dtype=dtype)
+    for (first, col, order, runs), piece in zip(meta, traces, strict=True):
+        piece = piece.reshape(n_lead, *piece.shape[-3:])
+        cols = slice(col, col + piece.shape[-1])
+        lo, hi = first, first + piece.shape[1]
+        # the steps [lo, hi) of this piece, cut where windows end (complete windows only)
+        ends = range((lo // window + 1) * window, hi, window) if window else []
+        for a, b in itertools.pairwise([lo, *ends, hi]):
+            w = None if window is None else a // window - w0
+            if w is not None and not 0 <= w < n_w:
+                continue
+            for i in range(n_lead):
+                s_ab = sig[i, :, :, a - t0 : b - t0]
+                e_ab = piece[i, a - first : b - first]
+                if w is None:
+                    out[i, :, a - t0 : b - t0, cols] = _contract(s_ab, e_ab, 1, order, runs)
+                else:
+                    out[i, :, 0, w, cols] += _contract(s_ab, e_ab, b - a, order, runs)[:, 0]
     return out.reshape(*lead, *out.shape[1:])
 
 
 def _contributions(
-    ds: xr.Dataset, matrices: Sequence[str], window_ms: float | None
+    ds: xr.Dataset,
+    matrices: Sequence[str],
+    window_ms: float | None,
+    task_mb: float | None = None,
 ) -> dict[str, xr.DataArray]:
     """Per-step (``window_ms`` None) or per-window contributions of every rule, all matrices in
     one lazy pass.
 
-    One task per time chunk of the signal (a few hundred steps: the scheduler's per-task cost
-    stays small next to the work): it takes every rule's signal chunk and the trace chunks that
-    overlap it, as they were read, and only the small per-window sums leave it.
+    One task per time block and synapse group, sized by the budget ``task_mb``
+    (:func:`task_bytes`): the signal and trace pieces it reads stay below it whatever the layout,
+    the number of synapses, rules or steps. Every synapse is in one group while one step of them
+    fits; else groups of consecutive synapses (cut at the record's chunks, and where a
+    postsynaptic cell's synapses end). Record chunks are cut into views where a block or group
+    ends, never merged (each is read once); per window, the parts of a window cut into several
+    blocks are added by a tree reduction.
     """
+    budget = task_bytes(task_mb)
     signal = ds.learning_signal.reset_coords(drop=True)
     lead = [d for d in signal.dims if d not in ("rule", "time", "trial", "neuron")]
+    nl = len(lead)
     signal = signal.transpose(*lead, "rule", "time", "trial", "neuron")
     signal = signal.chunk({"trial": -1, "neuron": -1}).data
-    lead_chunks = signal.chunks[: len(lead)]
+    lead_chunks = signal.chunks[:nl]
     traces = [
         ds[f"e_{m}"]
         .reset_coords(drop=True)
         .transpose(*lead, "time", "trial", f"synapse_{m}")
-        .chunk(dict(zip(lead, lead_chunks, strict=True)) | {"trial": -1, f"synapse_{m}": -1})
+        .chunk(dict(zip(lead, lead_chunks, strict=True)) | {"trial": -1})
         .data
         for m in matrices
     ]
     posts = [np.asarray(ds[f"post_{m}"].values, dtype=np.intp) for m in matrices]
-    wiring = [(*_cell_runs(post), len(post)) for post in posts]
-    n_t, n_rule, n_syn = signal.shape[len(lead) + 1], signal.shape[len(lead)], sum(map(len, posts))
+    offsets = _bounds([len(p) for p in posts])
+    n_syn = int(offsets[-1])
+    n_rule, n_t, n_b, n_n = signal.shape[nl:]
     window = None if window_ms is None else _window_steps(ds, window_ms)
     n_window = 0 if window is None else n_t // window
-    kernel = functools.partial(_contract_block, window, n_window, wiring)
-    time_chunks = signal.chunks[len(lead) + 1]
-    bounds = np.cumsum((0, *time_chunks))
-    trace_bounds = [np.cumsum((0, *t.chunks[len(lead)])) for t in traces]
-    name = "contributions-" + dask.base.tokenize(signal, *traces, window, matrices)
+    dtype = np.result_type(signal.dtype, *[t.dtype for t in traces])
+
+    # the plan: steps per task and synapses per group from the budget and the bytes per step
+    n_lead = max((int(np.prod(c)) for c in itertools.product(*lead_chunks)), default=1)
+    itemsize = max([signal.dtype.itemsize, *(t.dtype.itemsize for t in traces)])
+    starts = offsets[:-1].tolist()
+    edges = np.union1d(
+        offsets, [o + e for o, t in zip(starts, traces, strict=True) for e in _bounds(t.chunks[-1])]
+    ).astype(int)
+    cells = np.union1d(  # where a postsynaptic cell's synapses end
+        offsets, [o + c for o, p in zip(starts, posts, strict=True) for c in _changes(p)]
+    ).astype(int)
+    widest = int(np.diff(cells).max()) if n_syn else 1
+    trace_steps = min((t.chunks[nl][0] for t in traces if t.chunks[nl]), default=1)
+    # a task reads its trace chunks whole, however little of one it keeps: plan, measure what
+    # the worst task holds (its signal slices and the whole trace chunks it reads), and plan
+    # again on a smaller budget until that fits
+    step_signal = n_lead * n_rule * n_b * n_n * signal.dtype.itemsize
+    # per synapse and step: its traces in, or twice its contributions out (so that the tasks
+    # that read them, with a mask or the reference rule, stay within the budget too)
+    step_synapse = n_lead * max(n_b, 2 * n_rule if window is None else -(-2 * n_rule // window))
+    step_synapse *= itemsize
+    plan = budget
+    while True:
+        try:
+            steps, width = _plan(
+                n_t,
+                window,
+                n_window,
+                step_signal,
+                step_synapse,
+                n_syn,
+                widest,
+                trace_steps,
+                plan,
+                # one window's sums (the parts of a window are added two at a time): half
+                None if window is None else plan // (2 * n_lead * n_rule * itemsize),
+            )
+        except ValueError:
+            raise BudgetError(
+                f"task_mb = {TASK_MB if task_mb is None else task_mb:g} is too small for this "
+                "record: a task must hold one step of the learning signal and whole record "
+                "chunks of traces"
+            ) from None
+        blocks, parts, window_chunks = _blocks(n_t, window, n_window, steps)
+        groups = _groups(edges, cells, n_syn, width)
+        held = _worst_task(blocks, groups, traces, starts, nl, n_lead * n_b) + step_signal * max(
+            (b[1] - b[0] for b in blocks), default=0
+        )
+        if held <= budget:
+            break
+        plan = int(plan * 0.8)
+    time_cuts = [t for block in blocks for t in block[:2]]
+    group_cuts = [g for g, _ in groups]
+    unrefined = traces  # the record's chunks, read inside the tasks
+    signal = _refine(signal, {nl + 1: time_cuts})
+    traces = [
+        _refine(t, {nl: time_cuts, nl + 2: [g - o for g in group_cuts]})
+        for o, t in zip(starts, traces, strict=True)
+    ]
+
+    name = "contributions-" + dask.base.tokenize(signal, *traces, window, matrices, budget)
+    sig_b = _bounds(signal.chunks[nl + 1])
+    time_b = [_bounds(t.chunks[nl]) for t in traces]
+    syn_b = [_bounds(t.chunks[nl + 2]) for t in traces]
+    wiring = [
+        [_cell_runs(p[a:b]) for a, b in itertools.pairwise(sb.tolist())]
+        for p, sb in zip(posts, syn_b, strict=True)
+    ]
+    window_starts = _bounds(window_chunks)
+    if window is not None and n_window == 0:  # the trial is shorter than one window
+        shape = (*signal.shape[:nl], n_rule, 0, n_syn)
+        empty = da.zeros(shape, chunks=(*lead_chunks, (n_rule,), (0,), (n_syn,)), dtype=dtype)
+        return _named(ds, matrices, offsets, empty, [*lead, "rule", "window"], {"window": []})
     dsk: dict = {}
     for index in itertools.product(*(range(len(c)) for c in lead_chunks)):
-        for j, (t0, t1) in enumerate(itertools.pairwise(bounds)):
-            sig = [(signal.name, *index, r, j, 0, 0) for r in range(signal.numblocks[len(lead)])]
-            firsts, pieces = [], []
-            for t, tb in zip(traces, trace_bounds, strict=True):
-                overlap = np.flatnonzero((tb[:-1] < t1) & (tb[1:] > t0)).tolist()
-                firsts.append([int(tb[c]) for c in overlap])
-                pieces.append([(t.name, *index, c, 0, 0) for c in overlap])
-            key = (name, *index, 0, j, 0) if window is None else (name, *index, 0, j, 0, 0)
-            dsk[key] = (kernel, int(t0), sig, firsts, pieces)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[signal, *traces])
-    dtype = np.result_type(signal.dtype, *[t.dtype for t in traces])
+        for bi, (t0, t1, part, wc) in enumerate(blocks):
+            inside = np.flatnonzero(
+                (sig_b[:-1] >= t0) & (sig_b[1:] <= t1) & (sig_b[:-1] < sig_b[1:])
+            ).tolist()
+            sig = [
+                [(signal.name, *index, r, j, 0, 0) for j in inside]
+                for r in range(signal.numblocks[nl])
+            ]
+            firsts = [int(sig_b[j]) for j in inside]
+            for g, (g0, g1) in enumerate(groups):
+                meta, pieces = [], []
+                for m, t in enumerate(traces):
+                    lo, hi = max(g0, offsets[m]) - offsets[m], min(g1, offsets[m + 1]) - offsets[m]
+                    tb, sb = time_b[m], syn_b[m]
+                    cols = np.flatnonzero((sb[:-1] >= lo) & (sb[1:] <= hi) & (sb[:-1] < sb[1:]))
+                    rows = np.flatnonzero((tb[:-1] >= t0) & (tb[1:] <= t1) & (tb[:-1] < tb[1:]))
+                    for c in cols.tolist() if hi > lo else []:
+                        for j in rows.tolist():
+                            col = int(offsets[m] + sb[c] - g0)
+                            meta.append((int(tb[j]), col, *wiring[m][c]))
+                            pieces.append(_inline(t, (t.name, *index, j, 0, c)))
+                kernel = functools.partial(
+                    _contract_block,
+                    window,
+                    t0,
+                    t1,
+                    int(window_starts[wc]) if window else 0,
+                    window_chunks[wc] if window else 0,
+                    g1 - g0,
+                    firsts,
+                    meta,
+                )
+                at = (bi,) if window is None else (part, wc)
+                dsk[(name, *index, 0, *at, g)] = (kernel, sig, pieces)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[signal, *unrefined])
+    widths = tuple(b - a for a, b in groups)
     if window is None:
-        chunks = (*lead_chunks, (n_rule,), time_chunks, (n_syn,))
+        chunks = (*lead_chunks, (n_rule,), window_chunks, widths)
         out = da.Array(graph, name, chunks, dtype=dtype)
         dims, coords = [*lead, "rule", "time"], {"time": ds.time}
     else:
-        chunks = (*lead_chunks, (n_rule,), (1,) * len(time_chunks), (n_window,), (n_syn,))
-        out = da.Array(graph, name, chunks, dtype=dtype).sum(axis=len(lead) + 1)
+        chunks = (*lead_chunks, (n_rule,), (1,) * parts, window_chunks, widths)
+        out = da.Array(graph, name, chunks, dtype=dtype)
+        partial = n_lead * n_rule * max(window_chunks) * max(widths) * dtype.itemsize
+        every = max(2, min(parts, budget // max(1, partial)))
+        out = out.sum(axis=nl + 1, split_every={nl + 1: every})
         start = ds.time.values[: n_window * window : window]
         dims, coords = [*lead, "rule", "window"], {"window": ("window", start)}
-    result, offset = {}, 0
-    for m, post in zip(matrices, posts, strict=True):
-        part = xr.DataArray(out[..., offset : offset + len(post)], dims=[*dims, f"synapse_{m}"])
-        offset += len(post)
+    return _named(ds, matrices, offsets, out, dims, coords)
+
+
+def _named(
+    ds: xr.Dataset, matrices: Sequence[str], offsets: np.ndarray, out: da.Array, dims, coords
+) -> dict[str, xr.DataArray]:
+    """The matrices' columns of ``out`` as named DataArrays with ``ds``'s coordinates."""
+    result = {}
+    for m, a, b in zip(matrices, offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        part = xr.DataArray(out[..., a:b], dims=[*dims, f"synapse_{m}"])
         keep = {k: v for k, v in ds.coords.items() if set(v.dims) <= set(part.dims)}
         result[m] = part.assign_coords(keep | coords).rename(f"contribution_{m}")
     return result
 
 
 def contributions(
-    ds: xr.Dataset, matrices: Sequence[str] = ("rec", "in")
+    ds: xr.Dataset, matrices: Sequence[str] = ("rec", "in"), task_mb: float | None = None
 ) -> dict[str, xr.DataArray]:
     """Per-step gradient contributions ``sum_trial s_rule(t)[post] * e(t)`` of every rule, for
     several weight matrices in one lazy pass (each signal chunk is read once).
@@ -345,28 +698,35 @@ def contributions(
     (spec I.3). Summed over ``time`` they equal the recorded gradients when every trial and the
     whole trial were recorded.
 
+    Args:
+        task_mb: memory budget of one task (MiB; default :data:`TASK_MB`): the input it reads.
     Returns:
         matrix -> DataArray (..., ``rule``, ``time``, ``synapse_<matrix>``).
     """
-    return _contributions(ds, matrices, None)
+    return _contributions(ds, matrices, None, task_mb)
 
 
 def window_contributions(
-    ds: xr.Dataset, window_ms: float = 100.0, matrices: Sequence[str] = ("rec", "in")
+    ds: xr.Dataset,
+    window_ms: float = 100.0,
+    matrices: Sequence[str] = ("rec", "in"),
+    task_mb: float | None = None,
 ) -> dict[str, xr.DataArray]:
     """:func:`contributions` summed over windows of ``window_ms`` (a last partial window is
     dropped), computed window by window without the per-step values.
 
     Returns:
         matrix -> DataArray (..., ``rule``, ``window``, ``synapse_<matrix>``); the ``window``
-        coordinate is each window's start (ms).
+        coordinate is each window's start (ms). ``task_mb``: as :func:`contributions`.
     """
-    return _contributions(ds, matrices, window_ms)
+    return _contributions(ds, matrices, window_ms, task_mb)
 
 
-def step_contributions(ds: xr.Dataset, matrix: str = "rec") -> xr.DataArray:
+def step_contributions(
+    ds: xr.Dataset, matrix: str = "rec", task_mb: float | None = None
+) -> xr.DataArray:
     """:func:`contributions` of one weight matrix: (..., ``rule``, ``time``, ``synapse_*``)."""
-    return contributions(ds, (matrix,))[matrix]
+    return contributions(ds, (matrix,), task_mb)[matrix]
 
 
 def _window_steps(da: xr.DataArray | xr.Dataset, window_ms: float) -> int:
@@ -389,7 +749,9 @@ def _windows(da: xr.DataArray, window_ms: float) -> xr.DataArray:
     return xr.dot(da, indicator, dim="time")
 
 
-def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec") -> xr.Dataset:
+def time_alignment(
+    ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec", task_mb: float | None = None
+) -> xr.Dataset:
     """Alignment with BPTT of each rule's gradient contributions per time window of the trial.
 
     Contributions are summed within each window (existing synapses only), then compared with
@@ -400,17 +762,21 @@ def time_alignment(ds: xr.Dataset, window_ms: float = 100.0, matrix: str = "rec"
         BPTT's in the same window) and ``reference_norm`` (..., ``window``: the norm of BPTT's
         contribution), so that windows where a contribution is negligible can be told apart
         (:func:`negligible`): their cosine compares rounding residues, not credit.
+        ``task_mb``: the memory budget of one task, as :func:`contributions`.
     """
-    return time_alignments(ds, window_ms, (matrix,)).sel(matrix=matrix, drop=True)
+    return time_alignments(ds, window_ms, (matrix,), task_mb).sel(matrix=matrix, drop=True)
 
 
 def time_alignments(
-    ds: xr.Dataset, window_ms: float = 100.0, matrices: Sequence[str] = ("rec", "in")
+    ds: xr.Dataset,
+    window_ms: float = 100.0,
+    matrices: Sequence[str] = ("rec", "in"),
+    task_mb: float | None = None,
 ) -> xr.Dataset:
     """:func:`time_alignment` of several matrices from one pass over the signals, along a new
     ``matrix`` dim."""
     out = []
-    for m, contrib in window_contributions(ds, window_ms, matrices).items():
+    for m, contrib in window_contributions(ds, window_ms, matrices, task_mb).items():
         exists = ds[f"w_{m}"] != 0
         res = compare_contributions(contrib.where(exists, 0.0), f"synapse_{m}")
         out.append(res.expand_dims(matrix=[m]))
@@ -582,7 +948,8 @@ def by_record(analysis: Callable[[xr.Dataset], xr.Dataset], run: str | Path) -> 
     along ``iteration``.
 
     Each task opens its record and computes ``analysis`` on it with dask's synchronous scheduler:
-    memory stays bounded by a few chunks, reads are sequential within one file, and the only
+    memory stays bounded by a few of its tasks (each reads at most ``task_mb``, :data:`TASK_MB`
+    unless ``analysis`` sets another), reads are sequential within one file, and the only
     thing that leaves a task is its small result. The tasks run on the active scheduler: the
     threads of this process, or the workers of a ``dask.distributed`` client, where this layout
     avoids moving chunks between workers (measured: README, analysis benchmark).
