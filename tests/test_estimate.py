@@ -13,6 +13,7 @@ import pytest
 import mdgl_analysis as m
 from mdgl_analysis.cli import main
 from mdgl_analysis.config import resolve
+from mdgl_analysis.recording.writer import STRING_BYTES
 from mdgl_analysis.training import estimate as E
 from mdgl_analysis.training.loop import Trainer
 
@@ -60,7 +61,7 @@ def record_bytes(path: Path) -> int:
             return
         if str(obj.attrs.get("NAME", b"")).find("not a netCDF variable") >= 0:
             return
-        item = E.STRING_BYTES if h5py.check_string_dtype(obj.dtype) else obj.dtype.itemsize
+        item = STRING_BYTES if h5py.check_string_dtype(obj.dtype) else obj.dtype.itemsize
         total += obj.size * item
 
     with h5py.File(path, "r") as f:

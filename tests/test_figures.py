@@ -358,9 +358,8 @@ def test_markers_only_on_series_of_few_points() -> None:
     ax = fig.subplots()
     for k, count in enumerate((5, plotting.DENSE + 1)):
         x = np.arange(count, dtype=float)
-        plotting.band_by_n(
-            ax, x, x, x * 0, np.full(count, 3), "#000000", "eprop", "seeds", f"mean:{k}"
-        )
+        rows = pd.DataFrame({"iteration": x, "mean": x, "std": x * 0, "n": np.full(count, 3)})
+        plotting.band_by_n(ax, rows, "eprop", "seeds", f"mean:{k}")
     lines = gid_lines(fig)
     assert lines["mean:0"].get_marker() == "o"
     assert lines["mean:1"].get_marker() in (None, "None", "")

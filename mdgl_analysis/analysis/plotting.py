@@ -314,19 +314,16 @@ def mean_band(
 
 def band_by_n(
     ax: Axes,
-    x: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    n: np.ndarray,
-    color: str,
+    rows: pd.DataFrame,
     rule: str,
     unit: str,
     gid: str,
     alpha: float = 0.2,
     clip: tuple[float, float] | None = None,
 ) -> bool:
-    """A rule's mean line and ±std band whose n (runs or seeds behind each point) may drop
-    along x: solid (gid ``gid``) up to the last point with the most, dotted after it (gid
+    """A rule's mean line and ±std band (``rows``: columns ``iteration``, ``mean``, ``std`` and
+    ``n``, the runs or seeds behind each point, which may drop along x), in the rule's colour:
+    solid (gid ``gid``) up to the last point with the most, dotted after it (gid
     ``"fewer" + gid[4:]`` for a gid ``mean...``; half the band's opacity). The solid line's
     label says its n and the dotted stretch's (``"BPTT, n = 5 runs; dotted: 3"``), so the
     legend states what every point is over. Markers only on a few points (:func:`marker_for`).
@@ -334,8 +331,9 @@ def band_by_n(
     Returns:
         whether a dotted stretch was drawn.
     """
-    x, mean, std = (np.asarray(a, dtype=float) for a in (x, mean, std))
-    n = np.asarray(n, dtype=int)
+    rows = rows.sort_values("iteration")
+    x, mean, std = (rows[c].to_numpy(dtype=float) for c in ("iteration", "mean", "std"))
+    n, color = rows["n"].to_numpy(dtype=int), rule_color(rule)
     full = int(n.max())
     last = int(np.flatnonzero(n == full).max())
     solid, dotted = slice(0, last + 1), slice(last, None)

@@ -57,6 +57,61 @@ blosc.set_releasegil(True)
 _NUMPY = {"float32": np.float32, "float16": np.float16}
 
 
+STRING_BYTES = 16
+"""Bytes a variable-length string takes in its HDF5 dataset (the heap's text not counted)."""
+
+
+def variable_bytes(
+    cfg: Config, synapses_rec: int, synapses_in: int, x_counts: bool = True
+) -> tuple[tuple[str, int], ...]:
+    """The uncompressed bytes of every coordinate and variable a record of ``cfg`` holds, with
+    the dims and dtypes the writer gives them (pure): ``float`` in ``record.dtype``, ``model``
+    in ``run.dtype``, ``count`` uint8, ``int`` int64 (the integer coordinates int32,
+    ``adaptive``, ``readout`` and ``input_sign`` int8, strings :data:`STRING_BYTES` each),
+    ``input`` uint8 for counts (``x_counts``) else ``run.dtype``.
+
+    Args:
+        synapses_rec, synapses_in: lengths of the ``synapse_rec`` and ``synapse_in`` dims.
+    Returns:
+        ``(name, bytes)`` per coordinate and variable.
+    """
+    task, rec = task_of(cfg), cfg.record
+    model = 8 if cfg.run.dtype == "float64" else 4
+    t0 = int(round(rec.t_start_ms / cfg.network.dt))
+    t1 = int(round(rec.t_stop_ms / cfg.network.dt)) if rec.t_stop_ms else task.n_steps
+    sizes = {
+        "iteration": 1,
+        "time": t1 - t0,
+        "trial": len(parse_trials(rec.trials, cfg.train.batch)),
+        "input_time": task.n_steps,
+        "batch": cfg.train.batch,
+        "neuron": cfg.network.n_rec,
+        "input": task.n_in,
+        "output": task.n_out,
+        "rule": len(record_rules(cfg)),
+        "synapse_rec": synapses_rec,
+        "synapse_in": synapses_in,
+    }
+    coord_item = {"iteration": 8, "time": model, "input_time": model}
+    coord_item.update(dict.fromkeys(("adaptive", "readout", "input_sign"), 1))
+    item = {
+        "float": 2 if rec.dtype == "float16" else 4,
+        "model": model,
+        "count": 1,
+        "int": 8,
+        "input": 1 if x_counts else model,
+        "str": STRING_BYTES,
+    }
+    groups = [g.strip() for g in rec.quantities.split(",") if g.strip()]
+    out = []
+    for name, var in schema.COORDS.items():
+        size = coord_item.get(name, item["str"] if var.kind == "str" else 4)
+        out.append((name, size * int(np.prod([sizes[d] for d in var.dims]))))
+    for name, var in schema.selected(groups, task.loss).items():
+        out.append((name, item[var.kind] * int(np.prod([sizes[d] for d in var.dims]))))
+    return tuple(out)
+
+
 def record_path(directory: Path, iteration: int) -> Path:
     return directory / f"iter_{iteration:06d}.h5"
 
@@ -374,32 +429,11 @@ class Recorder:
         return max(1, fits // cell * cell or fits)
 
     def estimate_bytes(self, fwd: Forward) -> int:
-        """Upper bound of a record's size: every variable uncompressed."""
-        n_steps, batch, n = fwd.traj.z.shape
-        sizes = {
-            "iteration": 1,
-            "time": self.t1 - self.t0,
-            "trial": len(self.trials),
-            "input_time": n_steps,
-            "batch": batch,
-            "neuron": n,
-            "input": fwd.x.shape[-1],
-            "output": fwd.ro.y.shape[-1],
-            "rule": len(self.rules),
-            "synapse_rec": self.synapses.n_rec,
-            "synapse_in": self.synapses.in_post.numel(),
-        }
-        itemsize = {
-            "float": np.dtype(self.float_dtype).itemsize,
-            "model": 8,
-            "input": 8,
-            "count": 1,
-            "int": 8,
-        }
-        total = 1 << 20  # coordinates, attributes and HDF5 metadata
-        for var in self.variables.values():
-            total += int(np.prod([sizes[d] for d in var.dims])) * itemsize[var.kind]
-        return total
+        """A record's size before compression: every coordinate and variable
+        (:func:`variable_bytes`), and 1 MiB for attributes and HDF5 metadata."""
+        counts = self.x_kind(fwd.x) == "count"
+        parts = variable_bytes(self.cfg, self.synapses.n_rec, self.synapses.in_post.numel(), counts)
+        return sum(b for _, b in parts) + (1 << 20)
 
     def _check_space(self, fwd: Forward) -> None:
         """Refuse to start a record that cannot fit (free disk space, RLIMIT_FSIZE)."""

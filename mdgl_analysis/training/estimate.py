@@ -32,8 +32,7 @@ from pathlib import Path
 import torch
 
 from mdgl_analysis import runtime
-from mdgl_analysis.config import Config, compare_rules, parse_trials, record_iterations, task_of
-from mdgl_analysis.recording import schema
+from mdgl_analysis.config import Config, compare_rules, record_iterations, task_of
 
 MEASURED_STEPS = 200
 """Steps of the shortened trial that one iteration is timed on (the whole trial if shorter)."""
@@ -58,10 +57,6 @@ quantities (667 of 1254 MiB) and 0.62 with every quantity (1570 of 2551 MiB; den
 zstd 0.46 and gzip 0.44 with the default quantities, raised here by lz4's factor between the
 two. Spikes compress far better than traces, so a record of other quantities or of another task
 differs: approximate."""
-
-STRING_BYTES = 16
-"""Bytes a variable-length string takes in its HDF5 dataset (the heap's text not counted)."""
-
 
 @dataclass(frozen=True)
 class RecordSize:
@@ -189,54 +184,17 @@ def inputs_are_counts(cfg: Config) -> bool:
 def record_size(
     cfg: Config, synapses_rec: int, synapses_in: int, x_counts: bool = True
 ) -> RecordSize:
-    """The size of one record of ``cfg`` and of the run's records (pure).
-
-    Every coordinate and variable of :mod:`~mdgl_analysis.recording.schema` that the writer
-    creates, with its dims and dtype: ``float`` in ``record.dtype``, ``model`` in ``run.dtype``,
-    ``count`` uint8, ``int`` int64 (the integer coordinates int32, ``adaptive``, ``readout`` and
-    ``input_sign`` int8, strings :data:`STRING_BYTES` each), ``input`` uint8 for counts
-    (``x_counts``) else ``run.dtype``.
+    """The size of one record of ``cfg`` and of the run's records (pure): every coordinate and
+    variable the writer creates (:func:`mdgl_analysis.recording.writer.variable_bytes`, which the
+    writer's own free-space check uses too), and on disk at the codec's typical ratio.
 
     Args:
         synapses_rec, synapses_in: lengths of the ``synapse_rec`` and ``synapse_in`` dims.
     """
-    task = task_of(cfg)
-    rec = cfg.record
-    model = 8 if cfg.run.dtype == "float64" else 4
-    t0 = int(round(rec.t_start_ms / cfg.network.dt))
-    t1 = int(round(rec.t_stop_ms / cfg.network.dt)) if rec.t_stop_ms else task.n_steps
-    from mdgl_analysis.rules import record_rules
+    from mdgl_analysis.recording.writer import variable_bytes
 
-    sizes = {
-        "iteration": 1,
-        "time": t1 - t0,
-        "trial": len(parse_trials(rec.trials, cfg.train.batch)),
-        "input_time": task.n_steps,
-        "batch": cfg.train.batch,
-        "neuron": cfg.network.n_rec,
-        "input": task.n_in,
-        "output": task.n_out,
-        "rule": len(record_rules(cfg)),
-        "synapse_rec": synapses_rec,
-        "synapse_in": synapses_in,
-    }
-    coord_item = {"iteration": 8, "time": model, "input_time": model}
-    coord_item.update(dict.fromkeys(("adaptive", "readout", "input_sign"), 1))
-    item = {
-        "float": 2 if rec.dtype == "float16" else 4,
-        "model": model,
-        "count": 1,
-        "int": 8,
-        "input": 1 if x_counts else model,
-        "str": STRING_BYTES,
-    }
-    groups = [g.strip() for g in rec.quantities.split(",") if g.strip()]
-    variables: list[tuple[str, int]] = []
-    for name, var in schema.COORDS.items():
-        size = coord_item.get(name, item["str"] if var.kind == "str" else 4)
-        variables.append((name, size * math.prod(sizes[d] for d in var.dims)))
-    for name, var in schema.selected(groups, task.loss).items():
-        variables.append((name, item[var.kind] * math.prod(sizes[d] for d in var.dims)))
+    rec = cfg.record
+    variables = variable_bytes(cfg, synapses_rec, synapses_in, x_counts)
     data = sum(b for _, b in variables)
     ratio = DISK_RATIO[rec.codec]
     return RecordSize(
@@ -247,7 +205,7 @@ def record_size(
         iterations=len(recorded_iterations(cfg)),
         synapses_rec=synapses_rec,
         synapses_in=synapses_in,
-        variables=tuple(variables),
+        variables=variables,
     )
 
 

@@ -69,16 +69,12 @@ def plot(runs: Sequence[str | Path], trained_with: str = "auto") -> Figure:
     for ax, part, letter in zip(axes, PARTS, "AB", strict=True):
         plotting.zero_line(ax)
         for rule in rules:
-            s = stats[(stats["rule"] == rule) & (stats["part"] == part)].sort_values("iteration")
+            s = stats[(stats["rule"] == rule) & (stats["part"] == part)]
             if s.empty:
                 continue
             fewer |= plotting.band_by_n(
                 ax,
-                s["iteration"].to_numpy(),
-                s["mean"].to_numpy(),
-                s["std"].to_numpy(),
-                s["n"].to_numpy(),
-                plotting.rule_color(rule),
+                s,
                 rule,
                 "seeds",
                 gid=f"mean:{rule}:{part}",

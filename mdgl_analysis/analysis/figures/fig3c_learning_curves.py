@@ -103,21 +103,11 @@ def _panel(ax: Axes, table: pd.DataFrame, rules: Sequence[str]) -> bool:
     saying how many runs each stretch is over. Returns whether any curve is dotted."""
     fewer = False
     for rule in rules:
-        t = table[table["rule"] == rule].sort_values("iteration")
+        t = table[table["rule"] == rule]
         if t.empty:
             continue
-        fewer |= plotting.band_by_n(
-            ax,
-            t["iteration"].to_numpy(),
-            t["mean"].to_numpy(),
-            t["std"].to_numpy(),
-            t["n"].to_numpy(),
-            plotting.rule_color(rule),
-            rule,
-            "runs",
-            gid=f"mean:{rule}",
-            alpha=plotting.band_alpha(len(rules)),
-        )
+        alpha = plotting.band_alpha(len(rules))
+        fewer |= plotting.band_by_n(ax, t, rule, "runs", gid=f"mean:{rule}", alpha=alpha)
     ax.set_xlabel("training iteration")
     ax.set_xlim(left=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
