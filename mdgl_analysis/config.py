@@ -24,7 +24,14 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from mdgl_analysis.tasks import NEUROGYM_PREFIX, Task, TaskError, is_file_task, make_task
+from mdgl_analysis.tasks import (
+    NEUROGYM_PREFIX,
+    Task,
+    TaskError,
+    is_file_task,
+    make_task,
+    task_class,
+)
 from mdgl_analysis.tasks.base import coerce
 
 
@@ -128,6 +135,10 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "float32"
     threads: int = 1
+    # the time loops' implementation: auto (numba on CPU when installed, CUDA graphs on CUDA),
+    # torch (plain PyTorch, the reference), numba (CPU), cuda_graph (CUDA); runs saved before
+    # this option existed resume with torch, their numbers unchanged
+    core: str = "auto"
     checkpoint_every: int = 50
     # also write every metric as a TensorBoard scalar under RUN/tensorboard/ (metrics.csv stays
     # the source of truth); needs the [tensorboard] extra
@@ -166,6 +177,7 @@ DESCRIPTION = "description"  # the one top-level key besides the sections: what 
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
+CORES = ("auto", "torch", "numba", "cuda_graph")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,6 +290,7 @@ def validate(cfg: Config, resolve_task: bool = True) -> Config:
     _validate_record(cfg, resolve_task)
     _check(run.device in DEVICES, "run.device", run.device, f"one of {', '.join(DEVICES)}")
     _check(run.dtype in DTYPES, "run.dtype", run.dtype, f"one of {', '.join(DTYPES)}")
+    _check(run.core in CORES, "run.core", run.core, f"one of {', '.join(CORES)}")
     return cfg
 
 
@@ -525,6 +538,12 @@ def load(path: str | Path, base: Config | None = None, resolve_task: bool = True
     """Read a TOML config file (sections as in :class:`Config`; missing fields keep ``base``).
 
     ``resolve_task=False`` leaves the task unresolved (more changes are coming)."""
+    data = _config_file(path)
+    return from_dict(data, base, source=str(path), resolve_task=resolve_task)
+
+
+def _config_file(path: str | Path) -> dict[str, Any]:
+    """The TOML document of the config file ``path``; ConfigError when there is none."""
     if str(path).strip() == "":
         raise ConfigError("config file '' is not allowed: the path of a TOML file")
     path = Path(path)
@@ -532,8 +551,60 @@ def load(path: str | Path, base: Config | None = None, resolve_task: bool = True
         raise ConfigError(f"config file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    data = _read_toml(path, f"config file {str(path)!r}")
-    return from_dict(data, base, source=str(path), resolve_task=resolve_task)
+    return _read_toml(path, f"config file {str(path)!r}")
+
+
+LEGACY: dict[str, Any] = {"run.core": "torch", "task.sampler": "poisson"}
+"""Keys a run's saved config may lack, with the value the run was made with: a config saved before
+the key existed ran as this value, whatever the key's default is now. :func:`load_saved` fills
+them in (a task key only when the run's task has that parameter); a new config file without the
+key gets the default, and a new run's config.toml states every key."""
+
+
+def with_legacy(data: dict[str, Any], resolve_task: bool = False) -> dict[str, Any]:
+    """``data`` (a saved config's nested dicts) with every :data:`LEGACY` key it lacks added.
+
+    Whether the task has a parameter is read from its class: a built-in or NeuroGym task's
+    always, a task in a user's file only with ``resolve_task`` (which imports the file anyway);
+    otherwise its legacy keys are left out. ``data`` itself is not changed.
+    """
+    out = {
+        section: dict(values) if isinstance(values, dict) else values
+        for section, values in data.items()
+    }
+    task_params: set[str] | None = None
+    for key, value in LEGACY.items():
+        section, _, name = key.partition(".")
+        values = out.setdefault(section, {})
+        if not isinstance(values, dict) or name in values:
+            continue
+        if section == "task":
+            if task_params is None:
+                task_params = _task_parameters(values.get("name", TaskConfig().name), resolve_task)
+            if name not in task_params:
+                continue
+        values[name] = value
+    return out
+
+
+def _task_parameters(name: Any, resolve_task: bool) -> set[str]:
+    """The parameter names of the task ``name``; empty when it is not known without importing a
+    user's file (``resolve_task`` False) or cannot be found (validation says why later)."""
+    if not isinstance(name, str) or (is_file_task(name) and not resolve_task):
+        return set()
+    try:
+        cls = task_class(name)
+    except TaskError:
+        return set()
+    parameters = getattr(cls, "parameters", None)
+    return set(parameters()) if callable(parameters) else set()
+
+
+def load_saved(path: str | Path, resolve_task: bool = False) -> Config:
+    """The config a run saved (its ``config.toml``), as :func:`load` reads it, with the
+    :data:`LEGACY` values of the keys it lacks: a run resumes, and reads, as it was made."""
+    data = with_legacy(_config_file(path), resolve_task)
+    return from_dict(data, source=str(path), resolve_task=resolve_task)
 
 
 def _read_toml(path: Path | Traversable, what: str) -> dict[str, Any]:

@@ -15,6 +15,12 @@ readout starts at 0, so a target that starts at 0 asks for no jump at the first 
 The amplitudes and phases are drawn first, then the input, so a change of ``n_in``,
 ``input_rate_hz`` or ``duration_ms`` leaves the amplitudes and phases as they were. ``sample``
 ignores its generator: the pattern is a property of the task, not of the batch.
+
+``sampler`` chooses how the frozen input's counts are drawn (:mod:`mdgl_analysis.tasks.sampling`):
+``"events"`` (the default) or ``"poisson"`` (one draw per step and channel, as before the event
+sampler; what runs saved before the parameter existed resume with). Both give iid Poisson counts
+at ``input_rate_hz``, but different patterns from the same ``pattern_seed`` (the amplitudes and
+phases, drawn first, are the same).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from torch import Tensor
 
 from mdgl_analysis.tasks.base import Task, TaskBatch, TaskError
+from mdgl_analysis.tasks.sampling import Stretches, check_sampler, event_counts
 
 SEED_LIMIT = 2**63
 """``pattern_seed`` is in ``[0, SEED_LIMIT)`` (what ``torch.Generator.manual_seed`` takes)."""
@@ -79,6 +86,8 @@ class PatternTask(Task):
     # Seed of the frozen input and of the amplitudes and phases (phases ~ U[0, 2 pi)); separate
     # from run.seed, so runs with different network seeds learn the same pattern.
     pattern_seed = 1
+    # How the frozen input's Poisson counts are drawn: "events" or "poisson" (see above).
+    sampler = "events"
     dt = 1.0  # ms per step (must equal network.dt)
     loss = "mse"  # squared error at every step (fixed)
 
@@ -112,6 +121,7 @@ class PatternTask(Task):
         return torch.arange(self.n_steps, dtype=torch.float64) * (self.dt / 1000)
 
     def check(self) -> None:
+        check_sampler(self.sampler)
         for key in ("n_in", "n_out", "duration_ms"):
             if getattr(self, key) < 1:
                 raise TaskError(f"task.{key} = {getattr(self, key)!r} is not allowed: >= 1")
@@ -173,8 +183,13 @@ class PatternTask(Task):
             shape, generator=gen, dtype=torch.float64
         )
         phases = 2 * math.pi * torch.rand(shape, generator=gen, dtype=torch.float64)
-        rate = torch.full((self.n_steps, self.n_in), self.input_rate_hz * self.dt / 1000)
-        x = torch.poisson(rate.double(), generator=gen)
+        if self.sampler == "poisson":
+            rate = torch.full((self.n_steps, self.n_in), self.input_rate_hz * self.dt / 1000)
+            x = torch.poisson(rate.double(), generator=gen)
+        else:
+            p = self.input_rate_hz * self.dt / 1000
+            whole = Stretches.of([(0, self.n_steps, 0, 1, 0, self.n_in)], [p])
+            x = event_counts((self.n_steps, 1, self.n_in), whole, gen)[:, 0]
         angle = 2 * math.pi * self.times_s[:, None, None] * freqs + phases  # [time, out, freq]
         target = (amplitudes * torch.sin(angle)).sum(-1)
         if self.normalise:

@@ -318,8 +318,9 @@ class RunFolder:
 
     def config(self, resolve_task: bool = False) -> Config:
         """The run's resolved config; its task is resolved (a task in a user's file imported)
-        only when ``resolve_task`` says so: reading a run never runs code."""
-        return config_mod.load(self.config_path, resolve_task=resolve_task)
+        only when ``resolve_task`` says so: reading a run never runs code. Keys the saved file
+        lacks (it predates them) get the value the run was made with (config.LEGACY)."""
+        return config_mod.load_saved(self.config_path, resolve_task=resolve_task)
 
     def meta(self) -> dict[str, Any]:
         try:
