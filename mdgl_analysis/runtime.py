@@ -17,6 +17,8 @@ import platform
 
 import torch
 
+from mdgl_analysis import kernels
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
@@ -24,6 +26,7 @@ _M_MMAP_THRESHOLD = -3
 def configure(threads: int) -> None:
     """Apply the settings above (idempotent)."""
     torch.set_num_threads(threads)
+    kernels.set_threads(threads)
     torch.set_flush_denormal(True)
     if platform.system() == "Linux":
         name = ctypes.util.find_library("c")
@@ -43,3 +46,22 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("run.device = 'cuda' but no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+def resolve_core(name: str, device: torch.device) -> str:
+    """The time loops' implementation for ``run.core = name`` on ``device``.
+
+    ``auto`` is ``numba`` on CPU when numba is installed (else ``torch``) and ``cuda_graph`` on
+    CUDA; ``numba`` on CUDA or without numba, and ``cuda_graph`` on CPU, are errors.
+    """
+    if name == "auto":
+        if device.type == "cuda":
+            return "cuda_graph"
+        return "numba" if kernels.available() else "torch"
+    if name == "numba" and device.type != "cpu":
+        raise RuntimeError(f"run.core = 'numba' runs on the CPU, not on {device.type}; use auto")
+    if name == "numba" and not kernels.available():
+        raise RuntimeError("run.core = 'numba' but numba is not installed: pip install numba")
+    if name == "cuda_graph" and device.type != "cuda":
+        raise RuntimeError(f"run.core = 'cuda_graph' needs a CUDA device, not {device.type}")
+    return name

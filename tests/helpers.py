@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from mdgl_analysis.config import Config, NetworkConfig, TaskConfig, TrainConfig, task_of, validate
+from mdgl_analysis.config import (
+    Config,
+    NetworkConfig,
+    RunConfig,
+    TaskConfig,
+    TrainConfig,
+    task_of,
+    validate,
+)
 from mdgl_analysis.network.model import SpikingNetwork, forward, loss_of
 from mdgl_analysis.tasks import Task, TaskBatch
 
@@ -37,11 +45,13 @@ SMALL_TASK = {
     "recall_ms": 15,
     "cue_rate_hz": 300,
     "noise_rate_hz": 100,
+    "sampler": "poisson",  # the batches the oracle tests were written on
 }
 
 
-def small_config(**train) -> Config:
-    """12 neurons (6 LIF, 6 ALIF, 2 inhibitory), 8 inputs, dense-ish 50% connectivity, T = 75."""
+def small_config(core: str = "torch", **train) -> Config:
+    """12 neurons (6 LIF, 6 ALIF, 2 inhibitory), 8 inputs, dense-ish 50% connectivity, T = 75;
+    the time loops of ``core`` (the torch reference unless stated)."""
     return validate(
         Config(
             network=NetworkConfig(
@@ -49,6 +59,7 @@ def small_config(**train) -> Config:
             ),
             task=TaskConfig("evidence", dict(SMALL_TASK)),
             train=TrainConfig(batch=3, val_batch=3, **train),
+            run=RunConfig(core=core),
         )
     )
 
@@ -75,10 +86,12 @@ class StepTask(Task):
         return TaskBatch(x, target, mask)
 
 
-def make_small(seed: int = 0, scale_in: float = 3.0, task: Task | None = None, **train):
+def make_small(
+    seed: int = 0, scale_in: float = 3.0, task: Task | None = None, core: str = "torch", **train
+):
     """A float64 network whose input weights are scaled up so that every cell type spikes, one
-    batch of ``task`` (default: the small evidence task) and its forward pass."""
-    cfg = small_config(**train)
+    batch of ``task`` (default: the small evidence task) and its forward pass (``core``'s loops)."""
+    cfg = small_config(core, **train)
     gen = torch.Generator().manual_seed(seed)
     net = SpikingNetwork(cfg, gen, torch.float64)
     with torch.no_grad():

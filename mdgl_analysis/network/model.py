@@ -15,8 +15,10 @@ from torch import Tensor, nn
 
 from mdgl_analysis.config import Config
 from mdgl_analysis.network.connectivity import Connectivity, connection_budget, initial_connectivity
+from mdgl_analysis.network.cuda_graph import rollout_graphed
 from mdgl_analysis.network.neuron import ALIFParams, Trajectory, rollout
 from mdgl_analysis.network.readout import Loss, Readout, learning_signal, readout
+from mdgl_analysis.runtime import resolve_core
 from mdgl_analysis.tasks.base import TaskBatch
 
 MATRICES = ("in", "rec", "out")
@@ -43,11 +45,14 @@ class Gradients(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """What a learning rule needs besides the forward pass: weights, constants, cell types."""
+    """What a learning rule needs besides the forward pass: weights, constants, cell types, and
+    the implementation of the time loops (``core``: ``"torch"``, ``"numba"`` or
+    ``"cuda_graph"``, see :func:`mdgl_analysis.runtime.resolve_core`)."""
 
     weights: Weights
     params: ALIFParams
     inhibitory: Tensor  # bool [neuron]
+    core: str = "torch"
 
 
 class Forward(NamedTuple):
@@ -112,7 +117,8 @@ class SpikingNetwork(nn.Module):
         """Detached copies of the current weights (never views of the parameters)."""
         with torch.no_grad():
             w = Weights(*(t.detach().clone() for t in self.weights()))
-        return Snapshot(w, self.params, self.inhibitory)
+        core = resolve_core(self.cfg.run.core, self.b_out.device)
+        return Snapshot(w, self.params, self.inhibitory, core)
 
     def connected(self) -> dict[str, int]:
         """Connection count per matrix (theta > 0; the W_rec diagonal never counts)."""
@@ -135,7 +141,10 @@ def forward(snap: Snapshot, batch: TaskBatch, loss: Loss, lean: bool = False) ->
     p, w = snap.params, snap.weights
     x, target, mask = batch
     with torch.no_grad():
-        traj = rollout(x, w.w_in, w.w_rec, p, lean=lean)
+        if snap.core == "cuda_graph":
+            traj = rollout_graphed(x, w.w_in, w.w_rec, p, lean=lean)
+        else:
+            traj = rollout(x, w.w_in, w.w_rec, p, lean=lean, core=snap.core)
         ro = readout(traj.z, w.w_out, w.b_out, target, mask, p.kappa, loss)
         signal = learning_signal(ro, w.w_out, loss)
     return Forward(x, target, mask, traj, ro, signal)

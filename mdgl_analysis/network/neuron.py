@@ -180,6 +180,7 @@ def rollout(
     p: ALIFParams,
     state: ALIFState | None = None,
     lean: bool = False,
+    core: str = "torch",
 ) -> Trajectory:
     """Run the network over a trial from the zero state (or ``state``).
 
@@ -193,9 +194,16 @@ def rollout(
         w_rec: ``[neuron, neuron]`` effective recurrent weights ``[post, pre]``, diagonal zero.
         lean: keep only what the learning rules need (``z``, ``refractory``, ``psi``; ``v``, ``a``
             and ``threshold`` are ``None``): three trial-sized buffers fewer (no-grad path only).
+        core: ``"torch"`` (this function's loop) or ``"numba"`` (the compiled loop of
+            :func:`mdgl_analysis.kernels.loops.rollout`, for the no-grad path from the zero
+            state); the CUDA-graph form is :func:`mdgl_analysis.network.cuda_graph.rollout_graphed`.
     Returns:
         the :class:`Trajectory`.
     """
+    if core == "numba" and state is None and not torch.is_grad_enabled():
+        return _rollout_numba(x, w_in, w_rec, p, lean)
+    if core not in ("torch", "numba"):
+        raise ValueError(f"core {core!r} is not allowed here: torch or numba")
     n_steps, batch, _ = x.shape
     n = w_rec.shape[0]
     if state is None:
@@ -223,3 +231,37 @@ def rollout(
     if lean:
         return Trajectory(z, None, None, None, refractory, psi(v, threshold, refractory, p, out=v))
     return Trajectory(z, v, a, threshold, refractory, psi(v, threshold, refractory, p))
+
+
+def _rollout_numba(x: Tensor, w_in: Tensor, w_rec: Tensor, p: ALIFParams, lean: bool) -> Trajectory:
+    """:func:`rollout` by the compiled kernel (CPU tensors; float32 or float64)."""
+    from mdgl_analysis.kernels import threads
+    from mdgl_analysis.kernels.loops import rollout as kernel
+    from mdgl_analysis.kernels.loops import rows
+
+    n_steps, batch, _ = x.shape
+    n = w_rec.shape[0]
+    scale = 1.0 - p.alpha
+    np_dtype = x.new_empty(0).numpy().dtype
+    c = torch.tensor([p.alpha, 1.0 - p.rho, p.v_th, p.gamma, p.n_ref], dtype=x.dtype).numpy()
+    w_in_t = (scale * w_in).T.contiguous().numpy()
+    w_rec_t = (scale * w_rec).T.contiguous().numpy()
+    z = x.new_empty(n_steps, batch, n)
+    psi_ = x.new_empty(n_steps, batch, n)
+    refractory = torch.empty(n_steps, batch, n, dtype=torch.bool)
+    full = [x.new_empty((0, 0, 0) if lean else (n_steps, batch, n)) for _ in range(3)]
+    kernel(
+        x.contiguous().numpy(),
+        *rows(w_in_t),
+        *rows(w_rec_t),
+        p.beta.numpy().astype(np_dtype),
+        c,
+        z.numpy(),
+        refractory.numpy(),
+        psi_.numpy(),
+        *(f.numpy() for f in full),
+        max(1, min(threads(), batch)),
+    )
+    if lean:
+        return Trajectory(z, None, None, None, refractory, psi_)
+    return Trajectory(z, *full, refractory, psi_)

@@ -7,22 +7,19 @@ from torch import Tensor
 
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot
 from mdgl_analysis.network.neuron import rollout
-from mdgl_analysis.network.readout import Loss, readout, readout_gradients
-from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
+from mdgl_analysis.network.readout import Loss, readout
+from mdgl_analysis.rules.adjoint import adjoint, adjoint_gradients
 from mdgl_analysis.tasks.base import TaskBatch
 
 
 def bptt(snap: Snapshot, fwd: Forward) -> Gradients:
     """Exact gradient of the loss through the whole unrolled network, by the adjoint recursion."""
-    lam, _ = adjoint(fwd.signal, fwd.traj.psi, snap.params, snap.weights.w_rec)
-    g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
-    g_out, g_b = readout_gradients(fwd.ro, fwd.traj.z)
-    return Gradients(g_in, g_rec, g_out, g_b)
+    return adjoint_gradients(fwd, snap.params, fwd.signal, snap.weights.w_rec, core=snap.core)
 
 
 def bptt_credit(snap: Snapshot, fwd: Forward) -> tuple[Tensor, Tensor]:
     """Per-step BPTT quantities ``(dE/dI, L_tot)``, each ``[time, batch, neuron]`` (spec I.3)."""
-    lam, total = adjoint(fwd.signal, fwd.traj.psi, snap.params, snap.weights.w_rec)
+    lam, total = adjoint(fwd.signal, fwd.traj.psi, snap.params, snap.weights.w_rec, core=snap.core)
     assert total is not None
     return lam, total
 

@@ -23,7 +23,8 @@ spec C and a per-neuron signal ``s [time, batch, neuron]``:
     kappa^(T-2-t) c_p(T-1)``, the original's single time index).
 
 Gradients are computed by :func:`~.adjoint.adjoint` without the recurrent term (no synapse-sized
-tensor); :mod:`mdgl_analysis.recording.traces` computes the same sums from explicit forward traces.
+tensor), MDGL's modulatory term formed inside it step by step (no trial-sized temporary);
+:mod:`mdgl_analysis.recording.traces` computes the same sums from explicit forward traces.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import torch
 from torch import Tensor
 
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot
-from mdgl_analysis.network.readout import anticausal_filter, causal_filter, readout_gradients
-from mdgl_analysis.rules.adjoint import adjoint, synaptic_gradients
+from mdgl_analysis.network.readout import anticausal_filter, causal_filter
+from mdgl_analysis.rules.adjoint import adjoint_gradients
 
 BLOCKS = {"EE": (False, False), "EI": (False, True), "IE": (True, False), "II": (True, True)}
 """Cell-type blocks named pre->post (``"EI"`` is E -> I): (pre inhibitory, post inhibitory)."""
@@ -91,11 +92,17 @@ def mdgl_signal(fwd: Forward, w_hat: Tensor, alpha: float) -> Tensor:
     return signal
 
 
-def _gradients(snap: Snapshot, fwd: Forward, signal: Tensor) -> Gradients:
-    lam, _ = adjoint(signal, fwd.traj.psi, snap.params)
-    g_in, g_rec = synaptic_gradients(lam, fwd.x, fwd.traj.z)
-    g_out, g_b = readout_gradients(fwd.ro, fwd.traj.z)
-    return Gradients(g_in, g_rec, g_out, g_b)
+def _gradients(
+    snap: Snapshot, fwd: Forward, signal: Tensor, w_hat: Tensor | None = None
+) -> Gradients:
+    """The rule's gradients from its signal; with ``w_hat`` MDGL's modulatory term is added to
+    ``signal`` inside the backward pass (:func:`~.adjoint.adjoint`), never as a whole tensor."""
+    return adjoint_gradients(fwd, snap.params, signal, w_hat=w_hat, core=snap.core)
+
+
+def _mdgl_gradients(snap: Snapshot, fwd: Forward, kind: str) -> Gradients:
+    w_hat = modulatory_weights(snap.weights.w_rec, snap.inhibitory, kind)
+    return _gradients(snap, fwd, fwd.signal, w_hat)
 
 
 def signal_of(rule: str, snap: Snapshot, fwd: Forward) -> Tensor:
@@ -135,17 +142,17 @@ def eprop(snap: Snapshot, fwd: Forward) -> Gradients:
 
 def mdgl(snap: Snapshot, fwd: Forward) -> Gradients:
     """MDGL (mode 3): cell-type averaged modulatory weights on existing connections."""
-    return _gradients(snap, fwd, signal_of("mdgl", snap, fwd))
+    return _mdgl_gradients(snap, fwd, "type")
 
 
 def mdgl_exact(snap: Snapshot, fwd: Forward) -> Gradients:
     """MDGL with the exact weights (mode 2): the one-connection-step truncation of BPTT."""
-    return _gradients(snap, fwd, signal_of("mdgl_exact", snap, fwd))
+    return _mdgl_gradients(snap, fwd, "exact")
 
 
 def mdgl_nonlocal(snap: Snapshot, fwd: Forward) -> Gradients:
     """Non-local MDGL (mode 5): block means over all pairs, every cell signals every cell."""
-    return _gradients(snap, fwd, signal_of("mdgl_nonlocal", snap, fwd))
+    return _mdgl_gradients(snap, fwd, "nonlocal")
 
 
 def mdgl_online(snap: Snapshot, fwd: Forward) -> Gradients:

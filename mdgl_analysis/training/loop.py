@@ -70,6 +70,7 @@ class Trainer:
         check_memory(cfg, device)  # sizes that cannot fit are refused before any allocation
         check_rules(cfg)
         self.cfg, self.device = cfg, device
+        self.core = runtime.resolve_core(cfg.run.core, device)  # refused here, before any work
         self.task = task_of(cfg)
         self.loss = loss_of(cfg, self.task.loss)
         self.metric = METRICS[self.task.loss]
