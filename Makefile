@@ -4,10 +4,28 @@
 # make docs: the documentation site (mkdocs.yml, docs/) built into site/.
 # Both create .venv when missing and install the project into it. torch is installed as
 # torch==2.13.0 (the CPU wheel on this machine) unless the venv already has a torch.
+# make bench: the README's speed numbers (long: about 200 processes, tens of minutes on 2 cores):
+# every rule at paper scale beside the autograd reference on each core, 5 interleaved rounds,
+# into $(BENCH_DIR)/paper.jsonl (the table is printed); the N scaling into scaling_n.jsonl and
+# its figure scaling_n.png.
+# Every setting below can be given on the command line; a quick check that it works:
+#   make bench BENCH_DIR=/tmp/bench BENCH_PRESET=demo BENCH_ROUNDS=1 BENCH_ITERATIONS=1 \
+#     BENCH_RULES=bptt SCALING_RULES=bptt SCALING_N=20,40 SCALING_ROUNDS=1
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_DIR ?= analyses/results/bench
+BENCH_PRESET ?= paper
+BENCH_RULES ?= bptt,eprop,mdgl,mdgl_exact,mdgl_nonlocal,mdgl_online,bptt_autograd
+BENCH_CORES ?= torch,auto
+BENCH_THREADS ?= 1,2
+BENCH_ITERATIONS ?= 5
+BENCH_ROUNDS ?= 5
+BENCH_FLAGS ?=
+SCALING_RULES ?= bptt,eprop,mdgl
+SCALING_N ?= 100,200,400,800
+SCALING_ROUNDS ?= 3
 
 .PHONY: demo test docs install bench clean
 
@@ -40,7 +58,15 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
-	$(BIN)/mdgl bench
+	mkdir -p $(BENCH_DIR)
+	$(BIN)/mdgl bench --preset $(BENCH_PRESET) --rules $(BENCH_RULES) --cores $(BENCH_CORES) \
+		--threads $(BENCH_THREADS) --iterations $(BENCH_ITERATIONS) --rounds $(BENCH_ROUNDS) \
+		$(BENCH_FLAGS) --out $(BENCH_DIR)/paper.jsonl
+	$(BIN)/mdgl bench --preset $(BENCH_PRESET) --rules $(SCALING_RULES) --cores $(BENCH_CORES) \
+		--threads 1 --iterations $(BENCH_ITERATIONS) --rounds $(SCALING_ROUNDS) \
+		--scaling n=$(SCALING_N) $(BENCH_FLAGS) --out $(BENCH_DIR)/scaling_n.jsonl
+	$(BIN)/python analyses/bench_scaling.py $(BENCH_DIR)/scaling_n.jsonl \
+		--out $(BENCH_DIR)/scaling_n.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache

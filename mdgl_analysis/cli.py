@@ -207,6 +207,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="as for mdgl train"
     )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="run the whole list of cases R times, interleaved (fresh process each); report "
+        "the median over rounds of each round's median",
+    )
+    p.add_argument(
+        "--scaling",
+        metavar="AXIS=V1,V2,...",
+        help="time every rule at every value of one axis, with the time exponent between "
+        "consecutive values: n=100,200,400 (network size, n_regular = n_adaptive = N/2), "
+        "t=500,1000,2000 (trial steps) or b=16,32,64 (batch)",
+    )
+    p.add_argument(
+        "--cores",
+        metavar="CORE,...",
+        help="time each case on each of these run.core values, interleaved, e.g. torch,numba "
+        f"(of {', '.join(config_mod.CORES)}; default: the config's)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per case and line, not the table"
+    )
+    p.add_argument("--out", metavar="FILE.jsonl", help="also write the JSON lines to this file")
 
     p = sub.add_parser(
         "presets", help="list the presets, or print one resolved as TOML (to edit a copy)"
@@ -727,15 +752,12 @@ def _dry_run_sweep(
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from mdgl_analysis.training.bench import run_benchmark
+    from mdgl_analysis.training.bench import plan, run_benchmark
 
-    items = [t.strip() for t in args.threads.split(",")]
-    if not all(t.isdigit() and int(t) >= 1 for t in items):
-        return _fail(f"--threads {args.threads!r} is not allowed: comma-separated integers >= 1")
-    if args.iterations < 1:
-        return _fail(f"--iterations {args.iterations} is not allowed: an integer >= 1")
-    _check_memory(config_mod.resolve(None, args.preset, args.set, {"run.device": args.device}))
-    return run_benchmark(args)
+    cases = plan(args)  # every check first: a bad argument prints nothing but its error
+    for cfg in {case.overrides: case.cfg for case in cases}.values():
+        _check_memory(cfg)
+    return run_benchmark(args, cases)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

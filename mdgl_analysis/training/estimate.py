@@ -58,6 +58,7 @@ zstd 0.46 and gzip 0.44 with the default quantities, raised here by lz4's factor
 two. Spikes compress far better than traces, so a record of other quantities or of another task
 differs: approximate."""
 
+
 @dataclass(frozen=True)
 class RecordSize:
     """One record (a recorded iteration) and the run's records.
