@@ -16,10 +16,11 @@
 #   4. bptt at N = 800 (400 LIF + 400 ALIF) with each core;
 #   5. one recorded iteration (record_list);
 #   6. a short Fig. 3C sweep on CUDA (10 iterations, recording the last one of 4 trials), then
-#      `mdgl verify` on one of its runs.
+#      `mdgl verify` on one of its runs;
+#   7. (only with MDGL_SECTIONS="0 7") bptt and mdgl at N = 100, 400, 1600 on each core.
 # Logs go to ${OUT:-/tmp/gpu-out} (8 files at most); the exit status is the number of sections
-# that failed; one python3 command stops after MDGL_LIMIT seconds (240). About 6 minutes on an
-# H200 (an estimate: not yet run there).
+# that failed; one python3 command stops after MDGL_LIMIT seconds (240). About 5 minutes on an
+# H200 (sections 0-6 took 4 min 41 s there on 2026-12-04).
 #
 # For a check of this script's logic on a CPU: MDGL_PY=.venv/bin/python MDGL_DEVICE=cpu
 # MDGL_SMOKE=1 bash benchmarks/gpu.sh (tiny batches; the cuda_graph cases then fail, by design).
@@ -200,12 +201,23 @@ sweep() {
     mdgl verify /tmp/gpu-sweep/mdgl-s1
 }
 
-section "0. wheels and the presets package" 1-environment.log setup
-section "1. machine and versions" 1-environment.log environment
-section "2. CUDA tests (pytest -k cuda)" 2-cuda-tests.log cuda_tests
-section "3. paper-scale bench: run.core = torch, then cuda_graph" 3-bench-paper.log bench_paper
-section "4. N = 800: bptt with each core" 4-bench-n800.log bench_n800
-section "5. one recorded iteration" 5-record.log bench_record
-section "6. Fig. 3C sweep, 10 iterations, then mdgl verify" 6-sweep.log sweep
+scaling() {
+    mdgl bench --device "$DEVICE" --threads 1 --iterations 5 --rules bptt,mdgl \
+        --cores torch,cuda_graph --scaling n=100,400,1600 --out "$OUT/scaling_n.jsonl" \
+        ${SMOKE[@]+"${SMOKE[@]}"}
+}
+
+# MDGL_SECTIONS picks sections (default 0-6; 7, the network-size scaling on each core, on request:
+# MDGL_SECTIONS="0 7")
+SECTIONS=" ${MDGL_SECTIONS:-0 1 2 3 4 5 6} "
+run_section() { [[ $SECTIONS == *" $1 "* ]] && section "${@:2}"; }
+run_section 0 "0. wheels and the presets package" 1-environment.log setup
+run_section 1 "1. machine and versions" 1-environment.log environment
+run_section 2 "2. CUDA tests (pytest -k cuda)" 2-cuda-tests.log cuda_tests
+run_section 3 "3. paper-scale bench: run.core = torch, then cuda_graph" 3-bench-paper.log bench_paper
+run_section 4 "4. N = 800: bptt with each core" 4-bench-n800.log bench_n800
+run_section 5 "5. one recorded iteration" 5-record.log bench_record
+run_section 6 "6. Fig. 3C sweep, 10 iterations, then mdgl verify" 6-sweep.log sweep
+run_section 7 "7. network size on each core: N = 100, 400, 1600" 7-scaling.log scaling
 printf '\n%s section(s) failed; logs in %s\n' "$FAILED" "$OUT" | tee -a "$SUMMARY"
 exit "$FAILED"
