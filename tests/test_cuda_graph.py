@@ -17,9 +17,10 @@ import torch
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.network import cuda_graph, neuron
-from mdgl_analysis.network.cuda_graph import adjoint_graphed, rollout_graphed
+from mdgl_analysis.network.cuda_graph import rollout_graphed
 from mdgl_analysis.network.model import SpikingNetwork, forward, loss_of
 from mdgl_analysis.rules import adjoint as adjoint_mod
+from mdgl_analysis.rules.adjoint import adjoint_graphed
 from mdgl_analysis.tasks import TaskBatch
 
 from helpers import make_small
@@ -182,7 +183,8 @@ def test_graphs_are_cached_by_shape_and_constants_and_the_oldest_dropped(stand_i
     other = p._replace(v_th=0.02)  # a constant the graph bakes in
     got = rollout_graphed(x, w_in, w_rec, other)
     assert_same_trajectory(got, torch_rollout(x, w_in, w_rec, other), lean=False)
-    kept = {(key[1][0][0], key[5][3]) for key in cuda_graph._CACHE}  # (time, v_th)
+    # key: (caller, input signatures, constants, lean, device, stream) -> (time, v_th)
+    kept = {(key[1][0][0][0], key[2][3]) for key in cuda_graph._CACHE}
     assert kept == {(75, p.v_th), (75, 0.02)}, "the least recently used graph goes first"
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mdgl_analysis.network.cuda_graph import graphed, scalars
 from mdgl_analysis.network.model import Forward, Gradients
 from mdgl_analysis.network.neuron import ALIFParams
 from mdgl_analysis.network.readout import readout_gradients
@@ -37,6 +38,7 @@ def adjoint(
     w_rec: Tensor | None = None,
     w_hat: Tensor | None = None,
     core: str = "torch",
+    adaptive: bool | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Backward recursion; returns ``(lam, total_signal)``.
 
@@ -49,7 +51,9 @@ def adjoint(
             ``s(t) + (1-alpha) (psi s)(t+1) @ w_hat`` for ``t <= T-2``
             (:func:`mdgl_analysis.rules.local.mdgl_signal`), formed step by step.
         core: ``"torch"`` (this loop), ``"numba"`` (:func:`mdgl_analysis.kernels.loops.adjoint`)
-            or ``"cuda_graph"``.
+            or ``"cuda_graph"`` (:func:`adjoint_graphed`).
+        adaptive: whether any ``p.beta`` is nonzero (read from ``p.beta`` when ``None``: one host
+            synchronisation on a GPU, which a graph capture must not do).
     Returns:
         lam: ``[time, batch, neuron]``, ``(1-alpha) delta_v(t)`` = dE/dI(t).
         total_signal: for BPTT, ``[time, batch, neuron]``
@@ -60,8 +64,6 @@ def adjoint(
     if core == "numba":
         return _adjoint_numba(signal, psi, p, w_rec, w_hat, keep=True)
     if core == "cuda_graph":
-        from mdgl_analysis.network.cuda_graph import adjoint_graphed
-
         return adjoint_graphed(signal, psi, p, w_rec, w_hat)
     if core != "torch":
         raise ValueError(f"core {core!r} is not allowed: torch, numba or cuda_graph")
@@ -72,7 +74,7 @@ def adjoint(
     dv = torch.zeros_like(signal[0])
     da = torch.zeros_like(signal[0])
     neg_beta = -p.beta
-    adaptive = bool(p.beta.any())
+    adaptive = bool(p.beta.any()) if adaptive is None else adaptive
     n_steps = signal.shape[0]
     for t in range(n_steps - 1, -1, -1):
         s = signal[t]
@@ -90,6 +92,27 @@ def adjoint(
             da = torch.addcmul(da * p.rho, g, neg_beta)
         dv = torch.add(g, dv, alpha=p.alpha, out=lam[t])
     lam.mul_(scale)
+    return lam, total
+
+
+def adjoint_graphed(
+    signal: Tensor,
+    psi: Tensor,
+    p: ALIFParams,
+    w_rec: Tensor | None = None,
+    w_hat: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`adjoint` (its torch loop) captured as a CUDA graph and replayed
+    (:func:`mdgl_analysis.network.cuda_graph.graphed`); the same arguments and results, every
+    tensor on one CUDA device, the results freshly allocated."""
+    adaptive = bool(p.beta.any())  # decided before capture: a graph cannot read it
+
+    def make_body(signal_s, psi_s, beta_s, w_rec_s, w_hat_s):
+        q = p._replace(beta=beta_s)
+        return lambda: adjoint(signal_s, psi_s, q, w_rec_s, w_hat_s, adaptive=adaptive)
+
+    values = {"signal": signal, "psi": psi, "beta": p.beta, "w_rec": w_rec, "w_hat": w_hat}
+    lam, total = graphed("adjoint_graphed", (scalars(p), adaptive), values, make_body)
     return lam, total
 
 
