@@ -22,6 +22,7 @@ when it cannot).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from functools import cache
 
@@ -40,18 +41,29 @@ def available() -> bool:
     return True
 
 
+_THREADS = [1]  # asked for by set_threads, applied once numba is imported
+
+
 def threads() -> int:
-    """numba's thread count (1 without numba)."""
+    """numba's thread count (1 without numba); imports numba."""
     if not available():
         return 1
+    _apply()
     import numba
 
     return numba.get_num_threads()
 
 
 def set_threads(n: int) -> None:
-    """numba's thread count for the trial-parallel loops (no-op without numba)."""
-    if available():
-        import numba
+    """numba's thread count for the trial-parallel loops. numba is not imported here (it costs
+    about 56 MB of memory, which a run on the torch core need not pay): the count is applied
+    when it is, or now if it already is."""
+    _THREADS[0] = max(1, n)
+    if "numba" in sys.modules:
+        _apply()
 
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+def _apply() -> None:
+    import numba
+
+    numba.set_num_threads(max(1, min(_THREADS[0], numba.config.NUMBA_NUM_THREADS)))
