@@ -198,15 +198,17 @@ def resume(
     iterations: int | None = None,
     progress: bool = False,
     task: str | None = None,
+    rules: tuple[str, ...] = (),
 ) -> Run:
     """Continue a run from its latest checkpoint (bit-identical to an uninterrupted run);
     ``iterations`` sets a new total. A run of a task in a user's file needs ``task`` to name
-    that file (``"FILE.py:CLASS"``): resuming imports it, and a run folder never runs code
+    that file (``"FILE.py:CLASS"``), and a run with rules from a user's file needs ``rules`` to
+    name each (``"FILE.py:FUNCTION"``): resuming imports them, and a run folder never runs code
     unless its user says so."""
     from mdgl_analysis.training.loop import resume as _resume
 
     path = Path(run.path if isinstance(run, Run) else run)
-    folder, _ = _resume(path, iterations, progress, task)
+    folder, _ = _resume(path, iterations, progress, task, tuple(rules))
     return Run(folder.path)
 
 

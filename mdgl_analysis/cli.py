@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(config_mod.PRESETS)} (default paper; `mdgl presets` says each)",
     )
     p.add_argument("--task", metavar="NAME", help=TASK_HELP)
-    p.add_argument("--rule", help=f"learning rule (train.rule): {', '.join(RULES)}")
+    p.add_argument(
+        "--rule", help=f"learning rule (train.rule): {', '.join(RULES)} or FILE.py:FUNCTION"
+    )
     p.add_argument("--seed", help="random seed (run.seed)")
     p.add_argument("--iterations", help="training iterations (train.iterations)")
     p.add_argument(
@@ -95,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         metavar="FILE.py:CLASS",
         help="the run's task file, named to trust it (runs of a task in a user's file only)",
+    )
+    p.add_argument(
+        "--rule",
+        metavar="FILE.py:FUNCTION",
+        action="append",
+        default=[],
+        help="a rule of the run from a user's file, named to trust it (repeat for each)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -358,7 +367,9 @@ def _dry_run(cfg: config_mod.Config, out: str | None) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from mdgl_analysis import api
 
-    run = api.resume(args.run, args.iterations, progress=not args.no_progress, task=args.task)
+    run = api.resume(
+        args.run, args.iterations, progress=not args.no_progress, task=args.task, rules=args.rule
+    )
     _report(run.folder, run.status)
     return EXIT_OF_STATUS.get(run.status, 1)
 

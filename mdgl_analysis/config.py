@@ -24,6 +24,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from mdgl_analysis.plugins import absolute, is_file_name
 from mdgl_analysis.tasks import (
     NEUROGYM_PREFIX,
     Task,
@@ -108,6 +109,17 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RulesConfig:
+    """Parameters of the learning rules that have any (``docs/rules.md``); the defaults leave
+    every rule that existed before this section as it was."""
+
+    hops: int = 1  # truncated: recurrent-synapse traversals kept (0: e-prop; >= T - 1: BPTT)
+    # eprop_random: feedback weights B [output, neuron] drawn once per run from the run's
+    # "feedback" stream, normal with standard deviation feedback_scale / sqrt(n_rec)
+    feedback_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class RecordConfig:
     """What full-trace recording writes, and when (one HDF5 file per recorded iteration).
 
@@ -150,6 +162,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -169,6 +182,7 @@ SECTIONS: dict[str, type] = {
     "network": NetworkConfig,
     "task": TaskConfig,
     "train": TrainConfig,
+    "rules": RulesConfig,
     "record": RecordConfig,
     "run": RunConfig,
 }
@@ -237,6 +251,7 @@ def validate(cfg: Config, resolve_task: bool = True) -> Config:
         ("network.n_out", net.n_out),
         ("train.iterations", train.iterations),
         ("train.compare_every", train.compare_every),
+        ("rules.hops", cfg.rules.hops),
     ]:
         _check(value >= 0, key, value, "an integer >= 0")
     _check(net.n_rec >= 2, "network.n_regular", net.n_regular, "n_regular + n_adaptive >= 2")
@@ -251,6 +266,7 @@ def validate(cfg: Config, resolve_task: bool = True) -> Config:
         ("train.divergence_rate_hz", train.divergence_rate_hz),
         ("train.adam_eps", train.adam_eps),
         ("train.reconnect_eps", train.reconnect_eps),
+        ("rules.feedback_scale", cfg.rules.feedback_scale),
     ]:
         _check(value > 0, key, value, "a number > 0")
     for key, value in [
@@ -509,6 +525,8 @@ def set_value(cfg: Config, key: str, value: Any) -> Config:
         value = coerce(key, value, kind)
     except TaskError as err:  # the shared parser of config fields and task parameters
         raise ConfigError(str(err)) from None
+    if key in ("train.rule", "train.compare_rules") and any(map(is_file_name, _items(value))):
+        value = ",".join(absolute(item) for item in _items(value))  # resumes from any folder
     return replace(cfg, **{section: replace(getattr(cfg, section), **{name: value})})
 
 

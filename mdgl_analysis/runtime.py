@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import platform
 
 import torch
@@ -21,6 +22,13 @@ from mdgl_analysis import kernels
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """Independent 63-bit seed of the named random stream of a run (``"init"``, ``"task"``,
+    ``"feedback"``, ...)."""
+    digest = hashlib.sha256(f"mdgl-analysis:{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def configure(threads: int) -> None:

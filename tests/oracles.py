@@ -34,6 +34,7 @@ def loss_of(
     stop_recurrent=False,
     truncated_readout=False,
     local_copy=False,
+    feedback=None,
 ):
     """Autograd loss E(w_in, w_rec) with the stop-gradients of spec I.
 
@@ -45,6 +46,8 @@ def loss_of(
     truncated_readout: I.2, the readout sees zhat carrying the single step z_p(t-1) -> z_j(t).
     local_copy: I.3, returns also the spike tensors that feed readout and synapses, with reset,
         adaptation and refractoriness driven by a separate local copy.
+    feedback: ``[output, neuron]`` weights through which the loss's derivative reaches the
+        spikes in place of W_out (random e-prop): the readout's value is unchanged.
     Returns (loss, w_in, w_rec, z_list).
     """
     p, w = snap.params, snap.weights
@@ -88,11 +91,55 @@ def loss_of(
         else:
             z_prev = z
         psp = p.kappa * psp + (1 - p.kappa) * z_out
-        outputs.append(psp @ w.w_out.T + w.b_out)
+        outputs.append(_read(psp, w.w_out, w.b_out, feedback))
         history.append(z.detach())
+    return _loss(outputs, target, mask, kind), w_in, w_rec, spikes
+
+
+def _read(psp, w_out, b_out, feedback=None):
+    """``psp @ w_out^T + b``; with ``feedback`` B the same value, whose derivative with respect to
+    ``psp`` goes through B instead of W_out."""
+    if feedback is None:
+        return psp @ w_out.T + b_out
+    through_b = psp @ feedback.T
+    return psp.detach() @ w_out.T + b_out + through_b - through_b.detach()
+
+
+def _loss(outputs, target, mask, kind):
     y = torch.stack(outputs)[mask]
     if kind == "cross_entropy":
         loss = F.cross_entropy(y, target[mask])
     else:
         loss = ((y - target[mask]) ** 2).mean()
-    return loss, w_in, w_rec, spikes
+    return loss
+
+
+def loss_hops(snap, x, target, mask, kind, hops):
+    """Autograd loss that reaches the weights only through paths crossing at most ``hops``
+    recurrent synapses: ``hops + 1`` copies of the network run side by side, copy m's recurrent
+    input is copy m-1's spikes of the previous step (copy 0's: its own, detached), each copy's
+    leak, reset, adaptation and refractoriness are its own, and the readout reads copy ``hops``.
+    Every copy has the values of the real network. Returns (loss, w_in, w_rec)."""
+    p, w = snap.params, snap.weights
+    w_in = w.w_in.clone().requires_grad_(True)
+    w_rec = w.w_rec.clone().requires_grad_(True)
+    w_rec_eff = w_rec * (1 - torch.eye(w_rec.shape[0], dtype=w_rec.dtype))
+    n_steps, batch, _ = x.shape
+    zero = torch.zeros(batch, w_rec.shape[0], dtype=x.dtype)
+    v, a, z = [zero] * (hops + 1), [zero] * (hops + 1), [zero] * (hops + 1)
+    history, outputs, psp = [], [], zero
+    for t in range(n_steps):
+        recent = history[-p.n_ref :] if p.n_ref else []
+        refractory = torch.stack(recent).amax(0) > 0 if recent else zero.bool()
+        before = list(z)
+        for m in range(hops + 1):
+            a[m] = p.rho * a[m] + (1 - p.rho) * before[m]
+            incoming = before[m - 1] if m else before[0].detach()
+            i_t = x[t] @ w_in.T + incoming @ w_rec_eff.T
+            v[m] = p.alpha * v[m] + (1 - p.alpha) * i_t - p.v_th * before[m]
+            threshold = p.v_th + p.beta * a[m]
+            z[m] = _Spike.apply((v[m] - threshold) / p.v_th, refractory, p.gamma)
+        psp = p.kappa * psp + (1 - p.kappa) * z[hops]
+        outputs.append(_read(psp, w.w_out, w.b_out))
+        history.append(z[0].detach())
+    return _loss(outputs, target, mask, kind), w_in, w_rec

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mdgl_analysis"
 
 LAYERS = [
     # lowest first; a module may import modules of its own layer or of a lower one
-    {"tasks", "runtime", "recording.schema", "kernels"},
+    {"tasks", "runtime", "recording.schema", "kernels", "plugins"},
     {"config"},
     {"network"},
     {"rules"},

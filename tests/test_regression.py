@@ -52,6 +52,10 @@ def case_config(name: str):
     return config_mod.from_dict(data), 3.0
 
 
+PRE_PLUGIN_RULES = ("bptt", "eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online")
+"""The rules the reference data holds (the rules added later have oracle tests of their own)."""
+
+
 @pytest.mark.parametrize("name", ["small", "small_reg", "demo"])
 def test_evidence_loss_signals_and_gradients_equal_the_pre_plugin_code(name):
     cfg, scale = case_config(name)
@@ -73,8 +77,8 @@ def test_evidence_loss_signals_and_gradients_equal_the_pre_plugin_code(name):
     if name != "demo":
         assert rel(fwd.signal, REF[f"{name}/signal"]) < TOLERANCE
         assert rel(bptt_credit(snap, fwd)[1], REF[f"{name}/bptt_total"]) < TOLERANCE
-    for rule, fn in RULES.items():
-        grads = fn(snap, fwd)
+    for rule in PRE_PLUGIN_RULES:
+        grads = RULES[rule](snap, fwd)
         for m in ("w_in", "w_rec", "w_out", "b_out"):
             assert rel(getattr(grads, m), REF[f"{name}/{rule}/{m}"]) < TOLERANCE, (rule, m)
         if rule != "bptt" and name != "demo":

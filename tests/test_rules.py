@@ -40,7 +40,7 @@ def kind_of(fwd) -> str:
     return "cross_entropy" if fwd.target.dtype == torch.int64 else "mse"
 
 
-LOCAL_RULES = ["eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online"]
+LOCAL_RULES = [name for name in RULES if name != "bptt"]
 
 
 def rel_err(a, b) -> float:

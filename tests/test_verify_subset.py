@@ -34,12 +34,13 @@ from mdgl_analysis.recording.verify import (
     verify_file,
 )
 from mdgl_analysis.recording.writer import CHECKSUM, digest_update
+from mdgl_analysis.rules import RULES as ALL_RULES
 from mdgl_analysis.rules import get_rule
 from mdgl_analysis.training.loop import start
 
 from helpers import small_config
 
-RULES = ["bptt", "eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online"]
+RULES = list(ALL_RULES)
 TRIALS = [1, 3, 4]  # of a batch of 6
 WINDOW = dict(t_start_ms=13.0, t_stop_ms=41.0)  # steps 13..40 of 75
 

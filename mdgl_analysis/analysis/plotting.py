@@ -43,7 +43,16 @@ from mdgl_analysis.analysis import alignment as analysis
 # ------------------------------------------------------------------------------------------------
 # colours and names
 
-RULES = ("bptt", "eprop", "mdgl", "mdgl_exact", "mdgl_nonlocal", "mdgl_online")
+RULES = (
+    "bptt",
+    "truncated",
+    "eprop",
+    "eprop_random",
+    "mdgl",
+    "mdgl_exact",
+    "mdgl_nonlocal",
+    "mdgl_online",
+)
 """Every learning rule in the order figures list them."""
 
 RULE_COLORS: dict[str, str] = {
@@ -53,6 +62,8 @@ RULE_COLORS: dict[str, str] = {
     "mdgl_exact": "#56B4E9",  # sky blue (Okabe-Ito)
     "mdgl_nonlocal": "#CC79A7",  # reddish purple (Okabe-Ito)
     "mdgl_online": "#6A3D9A",  # dark violet
+    "eprop_random": "#D55E00",  # vermillion (Okabe-Ito)
+    "truncated": "#0072B2",  # blue (Okabe-Ito)
 }
 """One fixed colour per learning rule (colour-blind safe)."""
 
@@ -63,6 +74,8 @@ RULE_LABELS: dict[str, str] = {
     "mdgl_exact": "MDGL (exact weights)",
     "mdgl_nonlocal": "MDGL (non-local)",
     "mdgl_online": "MDGL (online)",
+    "eprop_random": "e-prop (random feedback)",
+    "truncated": "truncated (k hops)",
 }
 """Display name of each learning rule."""
 

@@ -127,6 +127,12 @@ def initial_connectivity(cfg: NetworkConfig, gen: torch.Generator) -> Connectivi
     )
 
 
+def random_feedback(n_out: int, n_rec: int, scale: float, gen: torch.Generator) -> Tensor:
+    """Fixed random feedback weights ``B [output, neuron]`` of random e-prop, float64: dense,
+    normal with standard deviation ``scale / sqrt(n_rec)`` (Bellec et al. 2020)."""
+    return torch.randn(n_out, n_rec, generator=gen, dtype=torch.float64) * (scale / n_rec**0.5)
+
+
 def connection_budget(cfg: NetworkConfig) -> int:
     """Global cap on connected synapses, ``sum(size * p)`` (1420 at paper scale, spec E.2)."""
     n = cfg.n_rec

@@ -13,12 +13,17 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from mdgl_analysis.config import Config
-from mdgl_analysis.network.connectivity import Connectivity, connection_budget, initial_connectivity
+from mdgl_analysis.config import Config, RulesConfig
+from mdgl_analysis.network.connectivity import (
+    Connectivity,
+    connection_budget,
+    initial_connectivity,
+    random_feedback,
+)
 from mdgl_analysis.network.cuda_graph import rollout_graphed
 from mdgl_analysis.network.neuron import ALIFParams, Trajectory, rollout
 from mdgl_analysis.network.readout import Loss, Readout, learning_signal, readout
-from mdgl_analysis.runtime import resolve_core
+from mdgl_analysis.runtime import resolve_core, stream_seed
 from mdgl_analysis.tasks.base import TaskBatch
 
 MATRICES = ("in", "rec", "out")
@@ -45,14 +50,17 @@ class Gradients(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """What a learning rule needs besides the forward pass: weights, constants, cell types, and
-    the implementation of the time loops (``core``: ``"torch"``, ``"numba"`` or
-    ``"cuda_graph"``, see :func:`mdgl_analysis.runtime.resolve_core`)."""
+    """What a learning rule needs besides the forward pass: weights, constants, cell types, the
+    implementation of the time loops (``core``: ``"torch"``, ``"numba"`` or ``"cuda_graph"``, see
+    :func:`mdgl_analysis.runtime.resolve_core`), the rules' parameters (the config's ``[rules]``)
+    and the run's random feedback weights ``feedback [output, neuron]`` (``eprop_random``)."""
 
     weights: Weights
     params: ALIFParams
     inhibitory: Tensor  # bool [neuron]
     core: str = "torch"
+    rules: RulesConfig = RulesConfig()
+    feedback: Tensor | None = None
 
 
 class Forward(NamedTuple):
@@ -97,6 +105,11 @@ class SpikingNetwork(nn.Module):
         self.register_buffer("adaptive", conn.adaptive)
         self.register_buffer("input_inhibitory", conn.input_inhibitory)
         self.register_buffer("offdiag", ~torch.eye(cfg.network.n_rec, dtype=torch.bool))
+        # eprop_random's B: the run's own "feedback" stream, so that it is the same whatever the
+        # other draws; saved with the network (checkpoints) and in records
+        feedback_gen = torch.Generator().manual_seed(stream_seed(cfg.run.seed, "feedback"))
+        b = random_feedback(net_cfg.n_out, net_cfg.n_rec, cfg.rules.feedback_scale, feedback_gen)
+        self.register_buffer("feedback", b.to(dtype))
         self.budget = connection_budget(net_cfg)
 
     @property
@@ -118,7 +131,8 @@ class SpikingNetwork(nn.Module):
         with torch.no_grad():
             w = Weights(*(t.detach().clone() for t in self.weights()))
         core = resolve_core(self.cfg.run.core, self.b_out.device)
-        return Snapshot(w, self.params, self.inhibitory, core)
+        rules = self.cfg.rules
+        return Snapshot(w, self.params, self.inhibitory, core, rules, self.feedback.clone())
 
     def connected(self) -> dict[str, int]:
         """Connection count per matrix (theta > 0; the W_rec diagonal never counts)."""

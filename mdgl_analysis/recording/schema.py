@@ -152,6 +152,9 @@ VARIABLES: dict[str, Var] = {
     "w_in": Var(("synapse_in",), "model", "1", "W_in before the step", "weights"),
     "w_out": Var(("output", "neuron"), "model", "1", "W_out before the step", "weights"),
     "b_out": Var(("output",), "model", "1", "readout bias before the step", "weights"),
+    "feedback": Var(
+        ("output", "neuron"), "model", "1", "random feedback weights B (eprop_random)", "weights"
+    ),
     "dw_rec": Var(("synapse_rec",), "model", "1", "applied change of W_rec", "weights"),
     "dw_in": Var(("synapse_in",), "model", "1", "applied change of W_in", "weights"),
     "dw_out": Var(("output", "neuron"), "model", "1", "applied change of W_out", "weights"),

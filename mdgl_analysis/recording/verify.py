@@ -149,9 +149,9 @@ def _rebuild(f: h5py.File, full: bool):
     syn = Synapses(*(t[k].long() for k in ("post_rec", "pre_rec", "post_in", "pre_in")))
     w_in, w_rec = syn.scatter(t["w_rec"].to(dtype), t["w_in"].to(dtype), n, n_in)
     params = ALIFParams.from_config(cfg.network, t["adaptive"].bool()).to("cpu", dtype)
-    snap = Snapshot(
-        Weights(w_in, w_rec, t["w_out"].to(dtype), t["b_out"].to(dtype)), params, inhibitory
-    )
+    feedback = torch.as_tensor(f["feedback"][()]).to(dtype) if "feedback" in f else None
+    weights = Weights(w_in, w_rec, t["w_out"].to(dtype), t["b_out"].to(dtype))
+    snap = Snapshot(weights, params, inhibitory, rules=cfg.rules, feedback=feedback)
     target = t[target_name].long() if loss_kind == "cross_entropy" else t[target_name].to(dtype)
     if "mask" in f:
         mask = torch.as_tensor(f["mask"][()]).bool()

@@ -583,6 +583,7 @@ class Recorder:
             small(f"w_{name}", before)
             small(f"dw_{name}", now - before)
         small("b_out", w.b_out)
+        small("feedback", snap.feedback)
         small("db_out", after.b_out - w.b_out)
         small("loss", np.asarray(fwd.ro.loss.item(), dtype=model_np))
         small(METRICS[self.task.loss], np.asarray(fwd.ro.metric.item(), dtype=model_np))

@@ -37,6 +37,8 @@ from torch import Tensor
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot
 from mdgl_analysis.network.readout import anticausal_filter, causal_filter
 from mdgl_analysis.rules.adjoint import adjoint_gradients
+from mdgl_analysis.rules.feedback import random_feedback_signal
+from mdgl_analysis.rules.truncated import truncated_signal
 
 BLOCKS = {"EE": (False, False), "EI": (False, True), "IE": (True, False), "II": (True, True)}
 """Cell-type blocks named pre->post (``"EI"`` is E -> I): (pre inhibitory, post inhibitory)."""
@@ -110,6 +112,10 @@ def signal_of(rule: str, snap: Snapshot, fwd: Forward) -> Tensor:
     p, w = snap.params, snap.weights
     if rule == "eprop":
         return fwd.signal
+    if rule == "eprop_random":
+        return random_feedback_signal(snap, fwd)
+    if rule == "truncated":
+        return truncated_signal(snap, fwd)
     if rule == "mdgl_online":
         w_hat = modulatory_weights(w.w_rec, snap.inhibitory, "type")
         steps = fwd.ro.dy.ne(0).any(-1).any(-1).nonzero().flatten()  # where Lbar can be nonzero

@@ -11,12 +11,9 @@ See :mod:`.base` for the protocol every task follows.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
+from mdgl_analysis.plugins import Kind, is_file_name, load
 from mdgl_analysis.tasks.base import (
     LOSSES,
     Task,
@@ -55,8 +52,7 @@ def _choices() -> str:
 
 def is_file_task(name: str) -> bool:
     """``FILE.py:CLASS`` names a task in a user's file."""
-    path, sep, cls = name.rpartition(":")
-    return bool(sep) and path.endswith(".py") and bool(cls)
+    return is_file_name(name)
 
 
 def task_class(name: str) -> type:
@@ -72,42 +68,16 @@ def task_class(name: str) -> type:
     raise TaskError(f"task.name = {name!r} is not allowed: {_choices()}")
 
 
+_TASK_CLASS = Kind(
+    "class",
+    "tasks",
+    "a subclass of mdgl_analysis.tasks.Task",
+    lambda v: isinstance(v, type) and issubclass(v, Task),
+)
+
+
 def _load_file_class(name: str) -> type:
-    path_text, _, cls_name = name.rpartition(":")
-    path = Path(path_text).expanduser()
-    if not path.is_file():
-        raise TaskError(f"task.name = {name!r}: no such file {path_text!r}")
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    module_name = f"mdgl_user_task_{path.stem}_{digest}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise TaskError(f"task.name = {name!r}: {path_text!r} is not a Python file")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as err:  # noqa: BLE001 - the user's code: say what broke, in one line
-            del sys.modules[module_name]
-            raise TaskError(
-                f"task.name = {name!r}: importing {path_text!r} failed: {type(err).__name__}: "
-                f"{one_line(err)}"
-            ) from None
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        found = sorted(
-            n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Task)
-        )
-        raise TaskError(
-            f"task.name = {name!r}: {path_text!r} has no class {cls_name!r}"
-            + (f"; tasks there: {', '.join(found)}" if found else "")
-        )
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise TaskError(
-            f"task.name = {name!r}: {cls_name} is not a subclass of mdgl_analysis.tasks.Task"
-        )
-    return cls
+    return load(name, "task.name", TaskError, _TASK_CLASS)
 
 
 def make_task(name: str, params: dict[str, Any] | None = None) -> Task:

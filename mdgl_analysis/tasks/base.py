@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from mdgl_analysis.plugins import one_line  # noqa: F401 - re-exported: tasks quote user errors
+
 LOSSES = ("cross_entropy", "mse")
 """Per-step readout losses: softmax cross-entropy on class targets, squared error on values."""
 
@@ -139,13 +141,6 @@ def coerce(key: str, value: Any, kind: type) -> Any:
     if not ok:
         raise TaskError(f"{key} = {given!r} is not allowed: {name[kind]}")
     return value
-
-
-def one_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line (whitespace runs, newlines included, become one space),
-    at most ``limit`` characters: what a one-line error quotes of a user's code."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_task(task: Any) -> None:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mdgl_analysis.network.model import Forward, Gradients, Snapshot
-from mdgl_analysis.rules import get_rule
+from mdgl_analysis.rules import get_rule, short_name
 from mdgl_analysis.rules.local import block_masks
 
 
@@ -54,7 +54,8 @@ def same_batch(
         known: gradients already computed on this batch (e.g. the training rule's), reused.
     Returns:
         ``(gradients, cosines)``: rule -> :class:`Gradients` (``"bptt"`` included), and
-        ``"{rule}_{part}"`` -> cosine with BPTT for every part of :func:`comparison_masks`.
+        ``"{rule}_{part}"`` -> cosine with BPTT for every part of :func:`comparison_masks` (a
+        rule from a user's file by its function's name, :func:`~mdgl_analysis.rules.short_name`).
     """
     grads = dict(known or {})
     for name in ["bptt", *rules]:
@@ -67,5 +68,5 @@ def same_batch(
             continue
         for part, (matrix, mask) in comparison_masks(snap).items():
             g, r = getattr(grads[name], matrix)[mask], getattr(ref, matrix)[mask]
-            cosines[f"{name}_{part}"] = cosine(g, r)
+            cosines[f"{short_name(name)}_{part}"] = cosine(g, r)
     return grads, cosines

@@ -158,7 +158,7 @@ def synapse_counts(cfg: Config) -> tuple[int, int]:
     """``(recurrent, input)`` synapses a record lists: every pair (dense layout), or those of the
     initial masks of the run's seed (built here exactly as the run builds them; cheap)."""
     from mdgl_analysis.network.connectivity import initial_connectivity
-    from mdgl_analysis.training.loop import stream_seed
+    from mdgl_analysis.runtime import stream_seed
 
     net = cfg.sized_network
     if cfg.record.layout == "dense":
@@ -174,8 +174,9 @@ def synapse_counts(cfg: Config) -> tuple[int, int]:
 def inputs_are_counts(cfg: Config) -> bool:
     """Whether a batch of the task holds counts (stored as uint8), from one probe batch."""
     from mdgl_analysis.recording.writer import Recorder
+    from mdgl_analysis.runtime import stream_seed
     from mdgl_analysis.tasks import draw
-    from mdgl_analysis.training.loop import dtype_of, stream_seed
+    from mdgl_analysis.training.loop import dtype_of
 
     gen = torch.Generator().manual_seed(stream_seed(cfg.run.seed, "probe"))
     x = draw(task_of(cfg), cfg.train.batch, gen).x.to(dtype_of(cfg))

@@ -9,7 +9,6 @@ iteration k, so resuming from one replays exactly what an uninterrupted run woul
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import signal
@@ -27,9 +26,11 @@ from mdgl_analysis import runtime
 from mdgl_analysis.config import Config, compare_rules, task_of
 from mdgl_analysis.network.model import SpikingNetwork, forward, loss_of
 from mdgl_analysis.network.readout import METRICS
+from mdgl_analysis.plugins import absolute, file_of
 from mdgl_analysis.recording.schema import RECORDS, iteration_of
 from mdgl_analysis.recording.writer import Recorder
 from mdgl_analysis.rules import check_rules, get_rule
+from mdgl_analysis.runtime import stream_seed
 from mdgl_analysis.tasks import TaskBatch, draw
 from mdgl_analysis.training.compare import same_batch
 from mdgl_analysis.training.optim import TFAdam, apply_update
@@ -38,6 +39,7 @@ from mdgl_analysis.training.runs import (
     RunFolderError,
     now,
     pid_alive,
+    rule_files,
     sha256_of,
     task_file,
 )
@@ -49,12 +51,6 @@ GENERATORS = ("task", "val", "rewire")
 
 class TrainingError(RuntimeError):
     """A run stopped with an error; the run folder says ``failed`` and keeps its checkpoints."""
-
-
-def stream_seed(seed: int, name: str) -> int:
-    """Independent 63-bit seed of the named random stream of a run."""
-    digest = hashlib.sha256(f"mdgl-analysis:{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def dtype_of(cfg: Config) -> torch.dtype:
@@ -102,7 +98,9 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.iteration = state["iteration"]
-        self.net.load_state_dict(state["net"])
+        # checkpoints written before eprop_random lack its feedback weights: they are drawn from
+        # the run's seed alone, so the ones this trainer drew are the run's
+        self.net.load_state_dict({"feedback": self.net.feedback, **state["net"]})
         self.opt.load_state_dict(state["opt"])
         for n, g in self.gens.items():
             g.set_state(state["generators"][n])
@@ -342,6 +340,7 @@ def resume(
     iterations: int | None = None,
     progress: bool = True,
     task: str | None = None,
+    rules: tuple[str, ...] = (),
 ) -> tuple[RunFolder, str]:
     """Continue a killed, interrupted, failed or finished run from its latest checkpoint.
 
@@ -349,13 +348,14 @@ def resume(
     uninterrupted run with the same seed. ``iterations`` extends (or sets) the total. A run whose
     task is a user's ``FILE.py:CLASS`` resumes only when ``task`` names that same file (which is
     then imported, so run folders received from others never run code by themselves) and the
-    file is unchanged since training began (its SHA-256 in ``run.json``).
+    file is unchanged since training began (its SHA-256 in ``run.json``); likewise a rule from
+    a user's file (trained or compared) needs ``rules`` to name it (``"FILE.py:FUNCTION"``).
     """
     run = RunFolder(path)
     if not run.exists():
         raise ResumeError(f"{str(path)!r} is not a run folder (no {run.json_path.name})")
     with run.lock():
-        return _resume(run, iterations, progress, task)
+        return _resume(run, iterations, progress, task, rules)
 
 
 def _trusted_task(run: RunFolder, meta: dict[str, Any], task: str | None) -> None:
@@ -375,13 +375,36 @@ def _trusted_task(run: RunFolder, meta: dict[str, Any], task: str | None) -> Non
             f"run {str(run.path)!r} trains the task in the file {str(file)!r}; resuming imports "
             f"and runs that file, so name it to trust it: --task {name}"
         )
+    _unchanged(run, file, (meta.get("task") or {}).get("file_sha256"), "task")
+
+
+def _trusted_rules(run: RunFolder, meta: dict[str, Any], rules: tuple[str, ...]) -> None:
+    """ResumeError unless every rule of the run from a user's file is named in ``rules`` (as
+    ``FILE.py:FUNCTION``) and its file is unchanged."""
+    needed = rule_files(run.config())
+    named = {absolute(r) for r in rules}
+    for extra in sorted(named - set(needed)):
+        raise ResumeError(
+            f"--rule {extra!r}: run {str(run.path)!r} has no rule from that file; --rule names "
+            "the files of a run's rules from a user's file"
+            + (f" ({', '.join(needed)})" if needed else " (it has none)")
+        )
+    for name in needed:
+        if name not in named:
+            raise ResumeError(
+                f"run {str(run.path)!r} uses the rule {name!r} from a user's file; resuming "
+                f"imports and runs that file, so name it to trust it: --rule {name}"
+            )
+        _unchanged(run, file_of(name), (meta.get("rule_files") or {}).get(name), "rule")
+
+
+def _unchanged(run: RunFolder, file: Path, recorded: str | None, what: str) -> None:
     if not file.is_file():
-        raise ResumeError(f"the task file {str(file)!r} of run {str(run.path)!r} does not exist")
-    recorded = (meta.get("task") or {}).get("file_sha256")
+        raise ResumeError(f"the {what} file {str(file)!r} of run {str(run.path)!r} does not exist")
     if recorded and sha256_of(file) != recorded:
         raise ResumeError(
-            f"the task file {str(file)!r} changed since run {str(run.path)!r} was trained "
-            "(its SHA-256 differs from run.json): a resumed run must see the same task"
+            f"the {what} file {str(file)!r} changed since run {str(run.path)!r} was trained "
+            f"(its SHA-256 differs from run.json): a resumed run must see the same {what}"
         )
 
 
@@ -428,13 +451,18 @@ def _latest_intact(run: RunFolder, trainer: Trainer) -> Path | None:
 
 
 def _resume(
-    run: RunFolder, iterations: int | None, progress: bool, task: str | None
+    run: RunFolder,
+    iterations: int | None,
+    progress: bool,
+    task: str | None,
+    rules: tuple[str, ...] = (),
 ) -> tuple[RunFolder, str]:
     path = run.path
     meta = run.meta()
     run.read_metrics()  # a damaged metrics.csv or manifest is named before anything changes
     run.manifest()
     _trusted_task(run, meta, task)
+    _trusted_rules(run, meta, rules)
     if (
         meta["status"] == "running"
         and pid_alive(meta.get("pid"))

@@ -35,6 +35,8 @@ RULE_ARRAYS = {
     "mdgl_exact": 2,
     "mdgl_nonlocal": 2,
     "mdgl_online": 7,
+    "eprop_random": 2,  # the signal and lam
+    "truncated": 3,  # the signal of the last pass, lam and the next signal
 }
 UNKNOWN_RULE_ARRAYS = 7
 # Typical sizes (the paper's): a field far above its typical size is what makes a config large.

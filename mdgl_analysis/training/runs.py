@@ -32,6 +32,7 @@ import torch
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import Config
+from mdgl_analysis.plugins import file_of, is_file_name
 from mdgl_analysis.recording.schema import LOCK, MANIFEST, sha256_of
 
 CONFIG = "config.toml"
@@ -188,11 +189,15 @@ def task_info(cfg: Config) -> dict[str, Any]:
     }
 
 
+def rule_files(cfg: Config) -> list[str]:
+    """The rules of ``cfg`` that a user's file gives (``FILE.py:FUNCTION``), trained or compared."""
+    names = [cfg.train.rule, *config_mod.compare_rules(cfg)]
+    return [n for i, n in enumerate(names) if is_file_name(n) and n not in names[:i]]
+
+
 def task_file(name: str) -> Path | None:
     """The Python file of a ``FILE.py:CLASS`` task name (None for a built-in task)."""
-    from mdgl_analysis.tasks import is_file_task
-
-    return Path(name.rpartition(":")[0]).expanduser().resolve() if is_file_task(name) else None
+    return file_of(name)
 
 
 _NONE = type(None)
@@ -211,6 +216,7 @@ _META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {  # key -> (types, what 
     "device": ((str,), "a device name"),
     "resumed": ((list,), "a list"),
     "task": ((dict, _NONE), "an object or null"),
+    "rule_files": ((dict,), "an object {rule: SHA-256 of its file}"),
     "diverged": ((dict, _NONE), "an object or null"),
     "error": ((str, _NONE), "a message or null"),
 }
@@ -298,6 +304,7 @@ class RunFolder:
                 "rule": cfg.train.rule,
                 "seed": cfg.run.seed,
                 "task": task_info(cfg),
+                "rule_files": {name: sha256_of(file_of(name)) for name in rule_files(cfg)},
                 "device": device,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),

@@ -19,7 +19,7 @@ from typing import Any
 
 from mdgl_analysis import config as config_mod
 from mdgl_analysis.config import Config, ConfigError
-from mdgl_analysis.training.runs import RunFolder, atomic_write, now, task_file
+from mdgl_analysis.training.runs import RunFolder, atomic_write, now, rule_files, task_file
 
 MANIFEST = "sweep.json"
 
@@ -77,6 +77,8 @@ def _run_one(folder: str, config_file: str, rule: str, seed: int) -> dict[str, A
         cmd = ["resume", folder, "--iterations", str(target)]
         if task_file(cfg.task.name):  # the task the sweep's own config names (see resume)
             cmd += ["--task", cfg.task.name]
+        for name in rule_files(cfg):  # likewise the compared rules from a user's file
+            cmd += ["--rule", name]
     else:
         cmd = [
             "train",
