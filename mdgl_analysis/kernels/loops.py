@@ -32,14 +32,19 @@ def rollout(
     """Run the network over a trial from the zero state: blocks of trials in parallel, each block
     stepping through time with its trials' state in cache (outputs written a step at a time).
 
-    Args:
-        x: ``[time, batch, input]`` input counts.
-        in_ptr, in_idx, in_val: rows of ``(1 - alpha) W_in^T`` (per input: post cells, weights).
-        rec_ptr, rec_idx, rec_val: rows of ``(1 - alpha) W_rec^T`` (per presynaptic cell).
-        beta: ``[neuron]``; c: constants ``[alpha, 1 - rho, v_th, gamma, n_ref]``.
-        z, psi: ``[time, batch, neuron]`` outputs; refr: bool ``[time, batch, neuron]`` output.
-        v, a, thr: ``[time, batch, neuron]`` outputs, or empty ``[0, 0, 0]`` arrays (lean).
-        n_chunks: blocks of trials run in parallel.
+    Arrays (numpy; numba compiles the kernel for their dtype):
+
+    * ``x``: ``[time, batch, input]`` input counts.
+    * ``in_ptr``, ``in_idx``, ``in_val``: rows of ``(1 - alpha) W_in^T`` (per input: post cells,
+      weights).
+    * ``rec_ptr``, ``rec_idx``, ``rec_val``: rows of ``(1 - alpha) W_rec^T`` (per presynaptic
+      cell).
+    * ``beta``: ``[neuron]``; ``c``: constants ``[alpha, 1 - rho, v_th, gamma, n_ref]``.
+    * ``z``, ``psi``: ``[time, batch, neuron]`` outputs; ``refr``: bool ``[time, batch, neuron]``
+      output.
+    * ``v``, ``a``, ``thr``: ``[time, batch, neuron]`` outputs, or empty ``[0, 0, 0]`` arrays
+      (lean).
+    * ``n_chunks``: blocks of trials run in parallel.
     """
     n_steps, batch, n_in = x.shape
     n = beta.shape[0]
@@ -163,7 +168,8 @@ def adjoint(
     adaptive,
 ):
     r"""The backward recursion of :func:`mdgl_analysis.rules.adjoint.adjoint`, with MDGL's signal
-    and, optionally, the gradient contractions of :func:`contract` fused in.
+    and, optionally, the gradient contractions of
+    :func:`mdgl_analysis.rules.adjoint.gradients` fused in.
 
     Per step, from the last: the signal ``s(t) = signal(t) [+ (1-alpha) What^T (psi signal)(t+1)
     for t <= T-2]``, ``dz = s + [(1-alpha) W^T dv(t+1)] - v_th dv(t+1) + (1-rho) da(t+1)``,
@@ -175,19 +181,23 @@ def adjoint(
     With gradients, each step's ``lam`` row is contracted at once with the nonzero inputs
     ``x(t)``, and the spikes ``z(t)`` with ``lam(t+1)`` and ``dy_bar(t)``.
 
-    Args:
-        signal, psi: ``[time, batch, neuron]``.
-        beta: ``[neuron]``; c: ``[alpha, rho, 1 - rho, -v_th, 1 - alpha]`` in the arrays' dtype.
-        w_ptr, w_idx, w_val: rows of ``(1 - alpha) W_rec`` (BPTT), or empty (``w_ptr`` of length 0).
-        m_ptr, m_idx, m_val: rows of ``(1 - alpha) What`` (MDGL), or empty likewise.
-        lam: ``[time, batch, neuron]`` output, or empty ``[0, 0, 0]`` (not kept).
-        total: ``[time, batch, neuron]`` output of ``s + (1-alpha) W^T dv(t+1)`` (BPTT), or empty.
-        x: ``[time, batch, input]``; z: ``[time, batch, neuron]``;
-        dy_bar: ``[time, batch, output]``.
-        g_in, g_rec, g_out: zeroed outputs ``[chunk, input, neuron]``, ``[chunk, pre, post]``
-            (diagonal not zeroed) and ``[chunk, neuron, output]``, transposed gradients to be summed
-            over the chunks; ``[chunk, 0, 0]`` to compute none (then only ``lam``/``total``).
-        adaptive: whether any beta is nonzero.
+    Arrays (numpy; numba compiles the kernel for their dtype):
+
+    * ``signal``, ``psi``: ``[time, batch, neuron]``.
+    * ``beta``: ``[neuron]``; ``c``: ``[alpha, rho, 1 - rho, -v_th, 1 - alpha]`` in the arrays'
+      dtype.
+    * ``w_ptr``, ``w_idx``, ``w_val``: rows of ``(1 - alpha) W_rec`` (BPTT), or empty (``w_ptr``
+      of length 0).
+    * ``m_ptr``, ``m_idx``, ``m_val``: rows of ``(1 - alpha) What`` (MDGL), or empty likewise.
+    * ``lam``: ``[time, batch, neuron]`` output, or empty ``[0, 0, 0]`` (not kept).
+    * ``total``: ``[time, batch, neuron]`` output of ``s + (1-alpha) W^T dv(t+1)`` (BPTT), or
+      empty.
+    * ``x``: ``[time, batch, input]``; ``z``: ``[time, batch, neuron]``;
+    * ``dy_bar``: ``[time, batch, output]``.
+    * ``g_in``, ``g_rec``, ``g_out``: zeroed outputs ``[chunk, input, neuron]``,
+      ``[chunk, pre, post]`` (diagonal not zeroed) and ``[chunk, neuron, output]``, transposed
+      gradients to be summed over the chunks; ``[chunk, 0, 0]`` to compute none (then only ``lam``/``total``).
+    * ``adaptive``: whether any beta is nonzero.
     """
     n_steps, batch, n = signal.shape
     n_chunks = g_in.shape[0]
