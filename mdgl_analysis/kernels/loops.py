@@ -196,7 +196,8 @@ def adjoint(
     * ``dy_bar``: ``[time, batch, output]``.
     * ``g_in``, ``g_rec``, ``g_out``: zeroed outputs ``[chunk, input, neuron]``,
       ``[chunk, pre, post]`` (diagonal not zeroed) and ``[chunk, neuron, output]``, transposed
-      gradients to be summed over the chunks; ``[chunk, 0, 0]`` to compute none (then only ``lam``/``total``).
+      gradients to be summed over the chunks; ``[chunk, 0, 0]`` to compute none (then only
+      ``lam`` and ``total``).
     * ``adaptive``: whether any beta is nonzero.
     """
     n_steps, batch, n = signal.shape
